@@ -1,0 +1,137 @@
+"""Command line: ``python -m bench [--quick] [--only NAME] [--reps N] [--no-peers] ...``.
+
+Exit status: 0 when every numbaent implementation that ran agreed with the reference, 1 when one
+of them failed, disagreed or numbaent could not be imported (peers never affect it), 2 for usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from bench import impls as impls_mod
+from bench import machine, report
+from bench.runner import Result, run_workload
+from bench.workloads import all_workloads
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark numbaent (cpu/numpy/cuda backends) against NumPy, SciPy, torch, "
+        "JAX and, on a GPU, torch CUDA and CuPy. Writes a markdown table to stdout and "
+        "results/latest.{json,md,png}.",
+    )
+    p.add_argument("--quick", action="store_true", help="tiny shapes, 1 rep (CI smoke test)")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run workloads whose name contains NAME (case-insensitive; full-size names match "
+        "under --quick too); repeatable",
+    )
+    p.add_argument(
+        "--reps", type=int, default=None, help="timed repetitions (default 5, --quick 1)"
+    )
+    p.add_argument("--no-peers", action="store_true", help="only numbaent's own backends")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU implementations")
+    p.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
+    p.add_argument(
+        "--oracle-max-s",
+        type=float,
+        default=10.0,
+        help="skip timing the numbaent numpy oracle when its first call exceeds this (default 10)",
+    )
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="default: bench/results")
+    p.add_argument("--no-save", action="store_true", help="print only; write no files")
+    p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    a = p.parse_args(argv)
+    if a.reps is None:
+        a.reps = 1 if a.quick else 5
+    if a.reps < 1:
+        p.error("--reps must be >= 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    wls = all_workloads(quick=a.quick)
+    if a.only:
+        wls = [w for w in wls if any(w.matches(o) for o in a.only)]
+    if a.list or not wls:
+        for w in all_workloads(quick=a.quick):
+            print(f"{w.name:36s} (full size: {w.nominal_name}; bytes = {w.bytes_formula})")
+        if not wls:
+            print(f"no workload matches {a.only}", file=sys.stderr)
+            return 2
+        return 0
+
+    started = time.perf_counter()
+    impls = impls_mod.select(peers=not a.no_peers, gpu=not a.no_gpu)
+    gpu_ok, gpu_desc = impls_mod.gpu_status()
+    if not a.no_gpu and not gpu_ok:
+        print(f"GPU implementations skipped: {gpu_desc}", file=sys.stderr)
+
+    run: report.Run = []
+    for wl in wls:
+        res = run_workload(wl, impls, a.reps, seed=a.seed, oracle_max_s=a.oracle_max_s)
+        run.append((wl, res))
+
+    config = {
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "quick": a.quick,
+        "reps": a.reps,
+        "peers": not a.no_peers,
+        "seed": a.seed,
+        "only": a.only,
+        "oracle_max_s": a.oracle_max_s,
+        "total_s": round(time.perf_counter() - started, 2),
+    }
+    mach = machine.describe()
+    md = report.markdown(run, impls, mach, config)
+    print(md)
+
+    if not a.no_save:
+        out = a.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "latest.md").write_text(md)
+        (out / "latest.json").write_text(report.to_json(run, impls, mach, config))
+        title = f"numbaent benchmark — {mach['cpu_model']}, {mach['usable_cpus']} CPUs" + (
+            f", GPU {mach['gpu']}" if gpu_ok and not a.no_gpu else ""
+        )
+        msg = report.chart(run, impls, out / "latest.png", title)
+        if msg:
+            print(msg, file=sys.stderr)
+        print(
+            f"wrote {out}/latest.{{md,json}}" + ("" if msg else " and latest.png"), file=sys.stderr
+        )
+
+    bad = _numbaent_failures(run, impls)
+    for line in bad:
+        print("FAIL: " + line, file=sys.stderr)
+    print(f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _numbaent_failures(run: report.Run, impls: list[impls_mod.Impl]) -> list[str]:
+    out = []
+    for wl, res in run:
+        for i in impls:
+            if i.role not in ("numbaent", "oracle"):
+                continue
+            r: Result = res[i.key]
+            if r.status in ("error", "not installed"):
+                out.append(f"{wl.name} / {i.label}: {r.status} {r.detail}".rstrip())
+            elif r.check == "MISMATCH":
+                out.append(f"{wl.name} / {i.label}: disagrees with reference: {r.check_detail}")
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

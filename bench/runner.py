@@ -1,0 +1,298 @@
+"""Run one workload: generate inputs, warm up + check every implementation, then time them
+interleaved (round robin per repetition, rotating the starting implementation)."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench import formulas
+from bench.impls import Impl, NotApplicable, NotInstalled
+from bench.workloads import Workload
+
+RTOL = 1e-3  # loose sanity tolerance vs the reference (relative, see compare())
+RTOL_HALF = 1e-2  # results returned in bfloat16 / float16 (e.g. torch on bf16 input)
+FLOAT_FIELDS = ("value", "logsumexp", "entropy", "cross_entropy", "kl_divergence")
+INT_FIELDS = ("argmax",)
+
+
+@dataclass
+class Result:
+    impl: str
+    status: str  # "ok" | "not installed" | "n/a" | "error" | "skipped"
+    detail: str = ""
+    error: str = ""  # exception class name when status == "error"
+    first_call_s: float | None = None
+    times: list[float] = field(default_factory=list)
+    check: str = "unchecked"  # "ok" | "MISMATCH" | "unchecked" | "reference"
+    max_rel_err: float | None = None
+    check_detail: str = ""
+
+    @property
+    def min_s(self) -> float | None:
+        return min(self.times) if self.times else None
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    def to_json(self, wl: Workload) -> dict[str, Any]:
+        d = asdict(self)
+        d["min_s"] = self.min_s
+        d["median_s"] = self.median_s
+        t = self.min_s
+        d["gb_per_s"] = wl.input_bytes / t / 1e9 if t else None
+        d["rows_per_s"] = wl.rows / t if t else None
+        return d
+
+
+def short_error(e: BaseException, limit: int = 160) -> str:
+    msg = " ".join(str(e).split())
+    if len(msg) > limit:
+        msg = msg[: limit - 3] + "..."
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# results -> host float64, and the comparison
+
+
+def _host(a: Any) -> tuple[np.ndarray, bool]:
+    """(NumPy array, was 16-bit float) from NumPy / CuPy / torch / JAX arrays."""
+    mod = type(a).__module__
+    if mod.startswith("torch"):
+        a = a.detach().to("cpu")
+        half = str(a.dtype) in ("torch.bfloat16", "torch.float16")
+        arr = (a.float() if half else a).numpy()
+    elif mod.startswith("cupy"):
+        arr = a.get()
+        half = arr.dtype == np.float16
+    else:
+        arr = np.asarray(a)
+        half = arr.dtype == np.float16 or arr.dtype.name == "bfloat16"
+    if arr.dtype.kind in "fV" or half:
+        arr = arr.astype(np.float64)
+    return arr, bool(half)
+
+
+def as_fields(raw: Any) -> dict[str, Any]:
+    """A per-row array -> {"value": it}; Scores / dict -> its per-row fields."""
+    if isinstance(raw, dict):
+        return dict(raw)
+    if hasattr(raw, "cross_entropy") and hasattr(raw, "logsumexp"):  # numbaent.Scores
+        names = ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "kl_divergence")
+        return {n: getattr(raw, n) for n in names}
+    return {"value": raw}
+
+
+def to_host_fields(raw: Any) -> tuple[dict[str, np.ndarray], bool]:
+    out, half = {}, False
+    for k, v in as_fields(raw).items():
+        if v is None:
+            continue
+        out[k], h = _host(v)
+        half |= h
+    return out, half
+
+
+def compare(
+    got: dict[str, np.ndarray], ref: dict[str, np.ndarray], rtol: float
+) -> tuple[bool, float | None, str]:
+    """Float fields: max |g - r| / (|r| + mean|r|) <= rtol, NaNs in the same places.
+    Integer fields (argmax): agree on >= 99.9% of rows. Returns (ok, max_rel_err, note)."""
+    worst, notes, compared = 0.0, [], 0
+    for name in FLOAT_FIELDS + INT_FIELDS:
+        if name not in ref:
+            continue
+        if name not in got:
+            notes.append(f"{name}: missing")
+            continue
+        g, r = np.asarray(got[name]), np.asarray(ref[name])
+        if g.shape != r.shape:
+            notes.append(f"{name}: shape {g.shape} != {r.shape}")
+            continue
+        compared += 1
+        if name in INT_FIELDS:
+            frac = float(np.mean(g != r)) if r.size else 0.0
+            if frac > 1e-3:
+                notes.append(f"{name}: {frac:.2%} rows differ")
+            continue
+        g, r = g.astype(np.float64), r.astype(np.float64)
+        nan_g, nan_r = np.isnan(g), np.isnan(r)
+        if not np.array_equal(nan_g, nan_r):
+            notes.append(f"{name}: NaN in {int(nan_g.sum())} rows vs {int(nan_r.sum())}")
+            continue
+        both = ~nan_r
+        if not both.any():
+            continue
+        g, r = g[both], r[both]
+        inf_r = ~np.isfinite(r)
+        if not np.array_equal(g[inf_r], r[inf_r]):
+            notes.append(f"{name}: inf mismatch")
+            continue
+        g, r = g[~inf_r], r[~inf_r]
+        if r.size == 0:
+            continue
+        scale = float(np.mean(np.abs(r))) or 1.0
+        err = float(np.max(np.abs(g - r) / (np.abs(r) + scale)))
+        if not np.isfinite(err):
+            err = float("inf")
+        worst = max(worst, err)
+        if err > rtol:
+            notes.append(f"{name}: rel err {err:.2e} > {rtol:g}")
+    if compared == 0 and not notes:
+        notes.append(f"no comparable fields (got {sorted(got)}, ref {sorted(ref)})")
+    return not notes, worst, "; ".join(notes)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _reference64(wl: Workload, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The harness's own float64 formula result (independent of numbaent)."""
+    raw = formulas.run(np, wl.kind, inputs, np.float64)
+    return to_host_fields(raw)[0]
+
+
+def run_workload(
+    wl: Workload,
+    impls: list[Impl],
+    reps: int,
+    seed: int = 0,
+    oracle_max_s: float = 10.0,
+) -> dict[str, Result]:
+    """Benchmark ``wl`` on ``impls``; returns impl key -> Result (in ``impls`` order)."""
+    t0 = time.perf_counter()
+    inputs = wl.make_inputs(seed)
+    _log(
+        f"[{wl.name}] inputs {wl.input_bytes / 1e6:.1f} MB generated in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    results: dict[str, Result] = {i.key: Result(i.key, "pending") for i in impls}
+    active: list[tuple[Impl, Callable[[], Any]]] = []
+
+    ref, ref_name = None, ""
+    try:
+        ref, ref_name = _reference64(wl, inputs), "harness float64 formula"
+    except Exception as e:
+        _log(f"[{wl.name}] harness float64 reference failed: {short_error(e)}")
+    gc.collect()
+
+    # oracle first: its result is the reference for everyone else
+    order = sorted(impls, key=lambda i: i.role != "oracle")
+    for impl in order:
+        res = results[impl.key]
+        try:
+            fn = impl.prepare(wl, inputs)
+        except NotInstalled as e:
+            res.status, res.detail = "not installed", str(e)
+            _log(f"[{wl.name}] {impl.label}: not installed ({e})")
+            continue
+        except NotApplicable as e:
+            res.status, res.detail = "n/a", str(e)
+            _log(f"[{wl.name}] {impl.label}: n/a ({e})")
+            continue
+        except Exception as e:
+            res.status, res.detail = "error", "prepare: " + short_error(e)
+            res.error = type(e).__name__
+            _log(f"[{wl.name}] {impl.label}: error in prepare: {short_error(e)}")
+            continue
+        try:
+            t = time.perf_counter()
+            out = fn()
+            res.first_call_s = time.perf_counter() - t
+        except Exception as e:
+            res.status, res.detail = "error", short_error(e)
+            res.error = type(e).__name__
+            _log(f"[{wl.name}] {impl.label}: error on first call: {short_error(e)}")
+            del fn
+            continue
+
+        if impl.checked:
+            try:
+                got, half = to_host_fields(out)
+                if ref is None:
+                    res.check, res.check_detail = "unchecked", "no reference"
+                else:
+                    ok, err, note = compare(got, ref, RTOL_HALF if half else RTOL)
+                    res.max_rel_err = err
+                    res.check = "ok" if ok else "MISMATCH"
+                    res.check_detail = f"vs {ref_name}" + (f": {note}" if note else "")
+                if impl.role == "oracle" and res.check == "ok":
+                    ref, ref_name = got, "numbaent numpy oracle"
+            except Exception as e:
+                res.check, res.check_detail = "MISMATCH", "check failed: " + short_error(e)
+        del out
+
+        _log(
+            f"[{wl.name}] {impl.label}: first call {res.first_call_s:.3f} s, check {res.check}"
+            + (f" (max rel err {res.max_rel_err:.1e})" if res.max_rel_err is not None else "")
+            + (f" [{res.check_detail}]" if res.check not in ("ok", "unchecked") else "")
+        )
+        if impl.role == "oracle" and res.first_call_s > oracle_max_s:
+            res.status = "skipped"
+            res.detail = f"oracle too slow: {res.first_call_s:.1f} s/call > {oracle_max_s:g} s"
+            del fn
+            continue
+        res.status = "ok"
+        active.append((impl, fn))
+        del fn
+
+    # timed repetitions, round robin, start rotated each repetition
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for rep in range(reps):
+            if not active:
+                break
+            k = rep % len(active)
+            for impl, fn in active[k:] + active[:k]:
+                res = results[impl.key]
+                if res.status != "ok":
+                    continue
+                try:
+                    t = time.perf_counter()
+                    fn()
+                    res.times.append(time.perf_counter() - t)
+                except Exception as e:
+                    res.status, res.detail = "error", f"rep {rep}: " + short_error(e)
+                    res.error = type(e).__name__
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    for impl in impls:
+        res = results[impl.key]
+        if res.status == "ok" and res.times:
+            gbs = wl.input_bytes / res.min_s / 1e9
+            _log(
+                f"[{wl.name}] {impl.label:24s} min {res.min_s:.4f} s  "
+                f"median {res.median_s:.4f} s  {gbs:7.2f} GB/s"
+            )
+    del active, inputs, ref
+    _free_device_memory()
+    gc.collect()
+    return results
+
+
+def _free_device_memory() -> None:
+    mods = sys.modules
+    try:
+        if "cupy" in mods:
+            mods["cupy"].get_default_memory_pool().free_all_blocks()
+        if "torch" in mods and mods["torch"].cuda.is_available():
+            mods["torch"].cuda.empty_cache()
+    except Exception:  # best effort
+        pass

@@ -1,0 +1,50 @@
+"""numbaent: fast, exact row-wise entropy, cross-entropy and KL divergence for large batches.
+
+Probability space: :func:`entropy`, :func:`cross_entropy`, :func:`kl_divergence`,
+:func:`js_divergence`. Logit space: :func:`logsumexp`, :func:`log_softmax`, :func:`softmax`,
+:func:`softmax_cross_entropy`, :func:`softmax_entropy`, :func:`softmax_kl_divergence`,
+:func:`score`. Backends: :func:`backends`, :func:`set_backend`, :func:`get_backend`,
+:func:`use_backend`. The contract is API.md; the README explains the semantics.
+"""
+
+from ._backend import (
+    BackendInfo,
+    BackendUnavailableError,
+    backends,
+    get_backend,
+    set_backend,
+    use_backend,
+)
+from .logits import (
+    log_softmax,
+    logsumexp,
+    softmax,
+    softmax_cross_entropy,
+    softmax_entropy,
+    softmax_kl_divergence,
+)
+from .probability import cross_entropy, entropy, js_divergence, kl_divergence
+from .scoring import Scores, score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendInfo",
+    "BackendUnavailableError",
+    "Scores",
+    "backends",
+    "cross_entropy",
+    "entropy",
+    "get_backend",
+    "js_divergence",
+    "kl_divergence",
+    "log_softmax",
+    "logsumexp",
+    "score",
+    "set_backend",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_entropy",
+    "softmax_kl_divergence",
+    "use_backend",
+]

@@ -1,0 +1,119 @@
+"""The ``cpu`` backend: adapts validated arrays to the Numba kernels (half types viewed as their bits)
+and allocates the O(rows) side outputs (row flags). Same interface as ``numpy_impl`` and the CUDA
+backend; see ``numbaent._kernels.__init__`` for the contract of each function."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu_logits, cpu_prob, cpu_score
+
+
+def kernel_view(a):
+    """float16 -> int16 bits, bfloat16 -> uint16 bits (decoded in registers by the kernels)."""
+    if a.dtype == np.float16:
+        return a.view(np.int16)
+    if a.dtype.name == "bfloat16":
+        return a.view(np.uint16)
+    return a
+
+
+def _flags(n):
+    return np.zeros(n, np.int8)
+
+
+def _q_step(p, q):
+    return 0 if q.shape[0] == 1 and p.shape[0] != 1 else 1
+
+
+def entropy(p, normalize, out):
+    flags = _flags(p.shape[0])
+    cpu_prob.entropy(kernel_view(p), bool(normalize), out, flags)
+    return flags
+
+
+def _pq(kernel, p, q, normalize, out):
+    flags = _flags(p.shape[0])
+    kernel(kernel_view(p), kernel_view(q), _q_step(p, q), bool(normalize), out, flags)
+    return flags
+
+
+def cross_entropy(p, q, normalize, out):
+    return _pq(cpu_prob.cross_entropy, p, q, normalize, out)
+
+
+def kl_divergence(p, q, normalize, out):
+    return _pq(cpu_prob.kl_divergence, p, q, normalize, out)
+
+
+def js_divergence(p, q, normalize, out):
+    return _pq(cpu_prob.js_divergence, p, q, normalize, out)
+
+
+def logsumexp(x, out):
+    cpu_logits.logsumexp(kernel_view(x), out)
+
+
+def log_softmax(x, out):
+    cpu_logits.log_softmax(kernel_view(x), out)
+
+
+def softmax(x, out):
+    cpu_logits.softmax(kernel_view(x), out)
+
+
+def softmax_entropy(x, out):
+    cpu_logits.softmax_entropy(kernel_view(x), out)
+
+
+def _weights(weight, c, dtype):
+    return np.ones(c, dtype) if weight is None else np.ascontiguousarray(weight, dtype=dtype)
+
+
+def ce_labels(x, y, weight, ignore_index, eps, out):
+    n, c = x.shape
+    row_w = np.empty(n, np.float64)
+    bad = _flags(n)
+    xv = kernel_view(x)
+    if weight is None and eps == 0:
+        cpu_logits.ce_labels(xv, y, ignore_index, out, row_w, bad)
+    else:
+        w = _weights(weight, c, out.dtype)
+        cpu_logits.ce_labels_general(
+            xv, y, w, ignore_index, float(eps), np.ones(c, out.dtype), out, row_w, bad
+        )
+    return row_w, bad
+
+
+def ce_soft(x, t, weight, eps, out):
+    w = _weights(weight, x.shape[1], out.dtype)
+    cpu_logits.ce_soft(kernel_view(x), kernel_view(t), w, float(eps), out)
+
+
+def softmax_kl(xp, xq, inv_t, out):
+    cpu_logits.softmax_kl(kernel_view(xp), kernel_view(xq), float(inv_t), out)
+
+
+def score(x, y, ignore_index, teacher, inv_t, outs):
+    n = x.shape[0]
+    xv = kernel_view(x)
+    bad = _flags(n)
+    lse = outs["logsumexp"]
+    dummy_f = np.empty(0, lse.dtype)
+    cpu_score.score(
+        xv,
+        y if y is not None else np.empty(0, np.int64),
+        y is not None,
+        ignore_index,
+        kernel_view(teacher) if teacher is not None else xv,
+        teacher is not None,
+        float(inv_t),
+        lse,
+        outs["entropy"],
+        outs["argmax"],
+        outs.get("cross_entropy", dummy_f),
+        outs.get("correct", np.empty(0, np.bool_)),
+        outs.get("kl_divergence", dummy_f),
+        bad,
+    )
+    return bad

@@ -1,0 +1,73 @@
+"""The ``numpy`` backend: the float64 oracle behind the common backend interface (results are
+computed in float64 and cast into the preallocated outputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import oracle
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def entropy(p, normalize, out):
+    res, flags = oracle.entropy(_f64(p), normalize)
+    out[...] = res
+    return flags
+
+
+def cross_entropy(p, q, normalize, out):
+    res, flags = oracle.cross_entropy(_f64(p), _f64(q), normalize)
+    out[...] = res
+    return flags
+
+
+def kl_divergence(p, q, normalize, out):
+    res, flags = oracle.kl_divergence(_f64(p), _f64(q), normalize)
+    out[...] = res
+    return flags
+
+
+def js_divergence(p, q, normalize, out):
+    res, flags = oracle.js_divergence(_f64(p), _f64(q), normalize)
+    out[...] = res
+    return flags
+
+
+def logsumexp(x, out):
+    out[...] = oracle.logsumexp(_f64(x))
+
+
+def log_softmax(x, out):
+    out[...] = oracle.log_softmax(_f64(x))
+
+
+def softmax(x, out):
+    out[...] = oracle.softmax(_f64(x))
+
+
+def softmax_entropy(x, out):
+    out[...] = oracle.softmax_entropy(_f64(x))
+
+
+def ce_labels(x, y, weight, ignore_index, eps, out):
+    loss, row_w, bad = oracle.ce_labels(_f64(x), y, weight, ignore_index, eps)
+    out[...] = loss
+    return row_w, bad
+
+
+def ce_soft(x, t, weight, eps, out):
+    out[...] = oracle.ce_soft(_f64(x), _f64(t), weight, eps)
+
+
+def softmax_kl(xp, xq, inv_t, out):
+    out[...] = oracle.softmax_kl(_f64(xp), _f64(xq), inv_t)
+
+
+def score(x, y, ignore_index, teacher, inv_t, outs):
+    res = oracle.score(_f64(x), y, ignore_index, None if teacher is None else _f64(teacher), inv_t)
+    for name, arr in outs.items():
+        arr[...] = res[name]
+    return res.get("bad", np.zeros(x.shape[0], np.int8))

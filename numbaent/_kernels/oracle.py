@@ -1,0 +1,194 @@
+"""The NumPy oracle (the ``numpy`` backend): plain float64 NumPy written for clarity, not speed.
+
+Every other backend is tested against these functions. They take the same validated 2-D inputs as
+the kernels (rows x classes; half types already decoded to float) and return float64 results; the
+dispatch layer casts to the output dtype. Special cases are spelled out, one rule per line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def _xlogy(x, y):
+    """x * log(y) with 0 where x == 0 (whatever y is, NaN aside)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = x * np.log(y)
+    return np.where(x == 0, 0.0, t)
+
+
+def _row_has_nan(a):
+    return np.isnan(a).any(axis=1) if a.shape[1] else np.zeros(a.shape[0], bool)
+
+
+def _prob_flags(p, q=None):
+    flags = (p < 0).any(axis=1).astype(np.int8)
+    if q is not None:
+        flags |= ((q < 0).any(axis=1) * 2).astype(np.int8)
+    return flags
+
+
+def _normalized(a):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a / a.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# probability rows
+
+
+def entropy(p, normalize):
+    p = _f64(p)
+    flags = _prob_flags(p)
+    if normalize:
+        p = _normalized(p)
+    return -_xlogy(p, p).sum(axis=1), flags
+
+
+def _pq(p, q, normalize):
+    p = _f64(p)
+    q = np.broadcast_to(_f64(q), p.shape)
+    flags = _prob_flags(p, q)
+    if normalize:
+        p, q = _normalized(p), _normalized(q)
+    return p, q, flags
+
+
+def cross_entropy(p, q, normalize):
+    p, q, flags = _pq(p, q, normalize)
+    h = -_xlogy(p, q).sum(axis=1)
+    h[_row_has_nan(q)] = np.nan  # a NaN in q poisons the row even where p == 0
+    return h, flags
+
+
+def kl_divergence(p, q, normalize):
+    p, q, flags = _pq(p, q, normalize)
+    d = (_xlogy(p, p) - _xlogy(p, q)).sum(axis=1)
+    d[_row_has_nan(q)] = np.nan
+    return d, flags
+
+
+def js_divergence(p, q, normalize):
+    p, q, flags = _pq(p, q, normalize)
+    m = (p + q) / 2
+    js = 0.5 * (_xlogy(p, p) - _xlogy(p, m)).sum(axis=1)
+    js += 0.5 * (_xlogy(q, q) - _xlogy(q, m)).sum(axis=1)
+    return js, flags
+
+
+# --------------------------------------------------------------------------------------------------
+# logit rows
+
+
+def _lse_and_valid(x):
+    """(lse, valid): lse per row; valid rows have no NaN, no +inf and at least one finite value."""
+    x = _f64(x)
+    n, c = x.shape
+    if c == 0:
+        return np.full(n, -np.inf), np.zeros(n, bool)
+    m = x.max(axis=1)
+    nan_row = _row_has_nan(x)
+    valid = np.isfinite(m) & ~nan_row
+    ms = np.where(valid, m, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        lse = ms + np.log(np.exp(x - ms[:, None]).sum(axis=1))
+    lse = np.where(valid, lse, np.nan)
+    lse[(m == -np.inf) & ~nan_row] = -np.inf  # all -inf: logsumexp is -inf (other results NaN)
+    return lse, valid
+
+
+def logsumexp(x):
+    return _lse_and_valid(x)[0]
+
+
+def log_softmax(x):
+    x = _f64(x)
+    lse, valid = _lse_and_valid(x)
+    with np.errstate(invalid="ignore"):
+        out = x - lse[:, None]
+    out[~valid] = np.nan
+    return out
+
+
+def softmax(x):
+    return np.exp(log_softmax(x))
+
+
+def softmax_entropy(x):
+    logp = log_softmax(x)
+    p = np.exp(logp)
+    return -_xlogy(p, p).sum(axis=1) if x.shape[1] else np.full(x.shape[0], np.nan)
+
+
+def _weighted_nll(logp, coef):
+    """-sum_j coef_j * logp_j, a term with coef_j == 0 contributing 0 (even where logp_j = -inf)."""
+    with np.errstate(invalid="ignore"):
+        t = coef * logp
+    return -np.where(coef == 0, 0.0, t).sum(axis=1)
+
+
+def ce_labels(x, y, weight, ignore_index, eps):
+    """torch.nn.functional.cross_entropy with class-index targets, per row (weight included).
+    Returns (loss, row_weight, bad) with bad[i] = 1 for a label outside [0, C) that is not ignored."""
+    x = _f64(x)
+    n, c = x.shape
+    y = np.asarray(y, np.int64)
+    w = np.ones(c) if weight is None else _f64(weight)
+    ignored = y == ignore_index
+    bad = (~ignored & ((y < 0) | (y >= c))).astype(np.int8)
+    ok = ~ignored & (bad == 0)
+    loss = np.zeros(n)
+    row_w = np.zeros(n)
+    logp = log_softmax(x)
+    for i in np.flatnonzero(ok):
+        coef = (eps / c) * w
+        coef[y[i]] += (1.0 - eps) * w[y[i]]
+        if eps == 0:
+            coef = np.zeros(c)
+            coef[y[i]] = w[y[i]]
+        loss[i] = _weighted_nll(logp[i : i + 1], coef[None, :])[0]
+        row_w[i] = w[y[i]]
+    loss[bad == 1] = np.nan
+    return loss, row_w, bad
+
+
+def ce_soft(x, t, weight, eps):
+    x = _f64(x)
+    c = x.shape[1]
+    w = np.ones(c) if weight is None else _f64(weight)
+    coef = w * (_f64(t) * (1.0 - eps) + (eps / c if c else 0.0))
+    return _weighted_nll(log_softmax(x), coef)
+
+
+def softmax_kl(xp, xq, inv_t):
+    lp = log_softmax(_f64(xp) * inv_t)
+    lq = log_softmax(_f64(xq) * inv_t)
+    p = np.exp(lp)
+    with np.errstate(invalid="ignore"):
+        t = p * (lp - lq)
+    return np.where(p == 0, 0.0, t).sum(axis=1) if xp.shape[1] else np.full(xp.shape[0], np.nan)
+
+
+def score(x, y, ignore_index, teacher, inv_t):
+    """Dict of per-row arrays: logsumexp, entropy, argmax and, with labels, cross_entropy, correct,
+    bad; with a teacher, kl_divergence (teacher || model)."""
+    x = _f64(x)
+    n, c = x.shape
+    res = {
+        "logsumexp": logsumexp(x),
+        "entropy": softmax_entropy(x),
+        "argmax": np.argmax(x, axis=1) if c else np.zeros(n, np.int64),
+    }
+    if y is not None:
+        loss, _, bad = ce_labels(x, y, None, ignore_index, 0.0)
+        y = np.asarray(y, np.int64)
+        res["cross_entropy"] = loss
+        res["correct"] = (res["argmax"] == y) & ~np.isnan(loss) & (y != ignore_index)
+        res["bad"] = bad
+    if teacher is not None:
+        res["kl_divergence"] = softmax_kl(teacher, x, inv_t)
+    return res

@@ -1,0 +1,298 @@
+"""Validation and dispatch helpers used only by the public layer. Kernels trust what comes out of here.
+
+User input errors raise ValueError / TypeError / IndexError with messages naming the argument (and
+the row, for per-row faults). Nothing here modifies an input array.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+try:  # bfloat16 is optional: arrays of it can only exist if ml_dtypes is installed
+    import ml_dtypes
+
+    _BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
+    _BF16 = None
+
+_FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
+if _BF16 is not None:
+    _FLOATS.add(_BF16)
+
+REDUCTIONS = ("none", "sum", "mean")
+NAN_POLICIES = ("propagate", "raise")
+
+
+def is_float_dtype(dt) -> bool:
+    return np.dtype(dt) in _FLOATS
+
+
+def math_dtype(*arrays) -> np.dtype:
+    """float64 if any input is float64, else float32 (half inputs give float32 results)."""
+    for a in arrays:
+        if a is not None and a.dtype == np.float64:
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# scalar options
+
+
+def base_divisor(base) -> float:
+    """ln(base), or 1.0 for natural units."""
+    if base is None:
+        return 1.0
+    if isinstance(base, bool) or not isinstance(base, numbers.Real):
+        raise TypeError(f"base must be a positive real number other than 1 or None; got {base!r}")
+    b = float(base)
+    if not (b > 0) or b == 1 or not math.isfinite(b):
+        raise ValueError(f"base must be a positive finite number other than 1; got {base!r}")
+    return math.log(b)
+
+
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    return int(value)
+
+
+def check_label_smoothing(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float in [0, 1]; got {eps!r}")
+    e = float(eps)
+    if not (0.0 <= e <= 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {eps!r}")
+    return e
+
+
+def check_temperature(t) -> float:
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"temperature must be a positive number; got {t!r}")
+    tf = float(t)
+    if not (tf > 0) or not math.isfinite(tf):
+        raise ValueError(f"temperature must be a positive finite number; got {t!r}")
+    return tf
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays
+
+
+def as_array(a, name: str) -> np.ndarray:
+    """Host array view of ``a`` (no copy for ndarrays); rejects non-numeric data."""
+    if isinstance(a, np.ndarray):
+        arr = a
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:
+            raise TypeError(f"{name} must be an array of numbers; got {type(a).__name__}") from exc
+    if arr.dtype.kind not in "biuf" and arr.dtype != _BF16:
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    return arr
+
+
+def as_probabilities(a, name: str) -> np.ndarray:
+    """Probabilities or counts: floats as they are, integers and bools converted to float64."""
+    arr = as_array(a, name)
+    if not is_float_dtype(arr.dtype):
+        if arr.dtype.kind not in "biu":
+            raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    return _native(arr)
+
+
+def as_logits(a, name: str) -> np.ndarray:
+    arr = as_array(a, name)
+    if not is_float_dtype(arr.dtype.newbyteorder("=")):
+        raise TypeError(
+            f"{name} must be a floating array (float16, bfloat16, float32 or float64); "
+            f"got dtype {arr.dtype}"
+        )
+    return _native(arr)
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def check_axis(axis, ndim: int, name: str) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an integer; got {axis!r}")
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis); got a scalar")
+    ax = int(axis)
+    if not -ndim <= ax < ndim:
+        raise ValueError(f"axis {axis} is out of range for {name} with {ndim} dimension(s)")
+    return ax % ndim
+
+
+@dataclass
+class Rows:
+    """A validated input as rows x classes: ``data`` is C-contiguous (N, C); ``batch`` the shape of
+    the batch axes (the output shape of per-row results); ``moved`` the shape with the class axis
+    last; ``axis`` the class axis of the original array."""
+
+    data: np.ndarray
+    batch: tuple[int, ...]
+    moved: tuple[int, ...]
+    axis: int
+
+
+def to_rows(arr: np.ndarray, axis: int) -> Rows:
+    """Move the class axis last and flatten the batch axes. A non-last axis or a non-contiguous
+    array costs one contiguous copy (documented in the README); a C-contiguous array is a view."""
+    moved = np.moveaxis(arr, axis, -1) if axis != arr.ndim - 1 else arr
+    batch = moved.shape[:-1]
+    c = moved.shape[-1]
+    n = math.prod(batch)
+    data = np.ascontiguousarray(moved).reshape(n, c)
+    return Rows(data, tuple(batch), tuple(moved.shape), axis)
+
+
+def labels_rows(y, name: str, batch: tuple[int, ...]) -> np.ndarray:
+    arr = as_array(y, name)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer class labels; got dtype {arr.dtype}")
+    if arr.shape != batch:
+        raise ValueError(
+            f"{name} must have shape {batch} (the logits' shape without the class axis); "
+            f"got {arr.shape}"
+        )
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        big = int(np.flatnonzero(arr.ravel() > np.iinfo(np.int64).max)[0])
+        raise IndexError(f"{name}: label {arr.ravel()[big]} at row {row_name(big, batch)} is out of range")
+    return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+
+
+def row_name(i: int, batch: tuple[int, ...]):
+    """A flat row index as the user sees it: an int for 1-D batches, a tuple otherwise."""
+    if len(batch) == 1:
+        return int(i)
+    return tuple(int(v) for v in np.unravel_index(int(i), batch)) if batch else ()
+
+
+def check_same_shape(p: np.ndarray, q: np.ndarray, pname: str, qname: str, axis: int) -> None:
+    if q.shape == p.shape:
+        return
+    if q.ndim == 1 and p.ndim >= 1 and q.shape[0] == p.shape[axis]:
+        return
+    raise ValueError(
+        f"{pname} and {qname} must have the same shape (or {qname} 1-D of length C); "
+        f"got {p.shape} and {q.shape}"
+    )
+
+
+def weight_array(weight, c: int, dtype) -> np.ndarray | None:
+    if weight is None:
+        return None
+    w = as_array(weight, "weight")
+    if w.ndim != 1 or w.shape[0] != c:
+        raise ValueError(f"weight must be a 1-D array of length C = {c}; got shape {w.shape}")
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
+def prepare_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out"):
+    """Validate a user ``out`` array; returns (array to fill with kernels, final out or None)."""
+    if out is None:
+        return np.empty(shape, dtype), None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray for host inputs; got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}; expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}; expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if out.flags.c_contiguous:
+        return out, out
+    return np.empty(shape, dtype), out
+
+
+def first_nan_row(results: np.ndarray, inputs: dict):
+    """(row, name) of the first row whose result is NaN because input ``name`` (a 2-D row array, or
+    None) has a NaN in that row; None if there is no such row. Only NaN result rows are scanned."""
+    res = results.reshape(results.shape[0], -1) if results.ndim > 1 else results
+    nan_rows = np.isnan(res).any(axis=1) if res.ndim > 1 else np.isnan(res)
+    for i in np.flatnonzero(nan_rows):
+        for name, a in inputs.items():
+            if a is None or a.ndim != 2 or a.shape[1] == 0:
+                continue
+            row = a[i] if a.shape[0] > 1 else a[0]
+            if np.isnan(np.asarray(row, dtype=np.float64)).any():
+                return int(i), name
+    return None
+
+
+def finish(
+    res: np.ndarray,
+    batch: tuple[int, ...],
+    out_final,
+    *,
+    divisor: float,
+    reduction: str,
+    nan_policy: str,
+    nan_inputs: dict,
+    denom: float | None = None,
+):
+    """Common tail of every per-row function: nan_policy, units, reduction, output shape and ``out``.
+
+    ``res`` is the (N,) result the kernel filled (a view of ``out`` when ``out`` was usable
+    directly). ``denom`` is the mean's denominator (default: the number of rows)."""
+    if nan_policy == "raise":
+        hit = first_nan_row(res, nan_inputs)
+        if hit is not None:
+            row, name = hit
+            raise ValueError(f"nan_policy='raise': {name} has a NaN in row {row_name(row, batch)}")
+    if reduction == "none":
+        if divisor != 1.0:
+            np.divide(res, divisor, out=res, casting="unsafe")
+        shaped = res.reshape(batch)
+        if out_final is not None:
+            if not np.shares_memory(out_final, shaped):
+                out_final[...] = shaped
+            return out_final
+        return shaped
+    total = float(np.sum(res, dtype=np.float64))
+    if reduction == "sum":
+        val = total
+    else:
+        d = res.shape[0] if denom is None else denom
+        val = total / d if d != 0 else math.nan
+    val /= divisor
+    if out_final is not None:
+        out_final[()] = val
+        return out_final
+    return val
+
+
+def outputs(out, batch: tuple[int, ...], dtype: np.dtype, reduction: str):
+    """(kernel target of shape (N,), final ``out`` or None) for a per-row result."""
+    n = math.prod(batch)
+    if reduction == "none":
+        target, final = prepare_out(out, batch, dtype)
+        return target.reshape(n), final
+    final = None
+    if out is not None:
+        _, final = prepare_out(out, (), dtype)
+    return np.empty(n, dtype), final
+
+
+def scalar_if_0d(res, out):
+    """A 1-D input has a 0-d batch: return a NumPy scalar of the result dtype (unless ``out``)."""
+    if out is None and isinstance(res, np.ndarray) and res.ndim == 0:
+        return res[()]
+    return res

@@ -1,0 +1,398 @@
+"""Vectorisable scalar maths for Numba kernels: exp, log, float keys and half-precision loads.
+
+PyPI's llvmlite has no SVML, so ``math.exp``/``math.log`` inside a Numba loop become scalar libm calls
+and the loop never vectorises. The functions here are straight-line float code (a polynomial plus an
+integer bit-cast for the power of two) that LLVM turns into packed AVX2/AVX-512 instructions once it
+inlines them into a kernel loop.
+
+Rules this module follows (learnt the hard way):
+
+* Every constant is typed (``_F32(...)``): a bare Python float is float64 and silently promotes a
+  float32 polynomial to float64 (half speed). ``math.floor`` returns int64 for the same reason; the
+  round-to-nearest below uses the 1.5*2**23 "magic number" trick instead.
+* These functions must NOT be compiled with ``reassoc`` fastmath (the magic-number rounding and
+  Cody-Waite reduction would be folded away: exp then returns powers of two). Numba compiles a
+  callee with its *caller's* fastmath flags unless the callee states its own, so every function
+  here says ``fastmath=False`` explicitly, and none is ``inline='always'`` (Numba-IR inlining would
+  also give it the kernel's flags; LLVM inlining keeps each instruction's own flags).
+* No ``nnan``/``ninf`` anywhere: NaN and +-inf propagation are part of the contract.
+
+Accuracy (tests/test_vmath.py checks it against NumPy over the whole float range): ``exp32`` and
+``log32`` within 2 ulp, including subnormal results/arguments; ``exp64``/``log64`` within 2 ulp.
+``expm32``/``expm64`` are the kernels' fast variant for arguments <= 0 whose results are summed with
+something >= 1: results below the smallest normal number are flushed to 0 (they cannot change such
+a sum), which saves the second scaling multiply.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+_F32 = np.float32
+_F64 = np.float64
+_I32 = np.int32
+_I64 = np.int64
+
+
+# --------------------------------------------------------------------------------------------------
+# bit casts
+
+
+@intrinsic
+def f32_from_bits(typingctx, x):
+    """Reinterpret the low 32 bits of an integer as a float32."""
+    if isinstance(x, types.Integer):
+
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            if x.bitwidth > 32:
+                v = builder.trunc(v, ir.IntType(32))
+            elif x.bitwidth < 32:
+                v = builder.zext(v, ir.IntType(32)) if not x.signed else builder.sext(v, ir.IntType(32))
+            return builder.bitcast(v, ir.FloatType())
+
+        return types.float32(x), codegen
+    return None
+
+
+@intrinsic
+def f64_from_bits(typingctx, x):
+    """Reinterpret a 64-bit integer as a float64."""
+    if isinstance(x, types.Integer):
+
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            if x.bitwidth < 64:
+                v = builder.sext(v, ir.IntType(64)) if x.signed else builder.zext(v, ir.IntType(64))
+            return builder.bitcast(v, ir.DoubleType())
+
+        return types.float64(x), codegen
+    return None
+
+
+@intrinsic
+def bits_of(typingctx, x):
+    """Bits of a float as a signed integer of the same width (int32 for float32, int64 for float64)."""
+    if x == types.float32:
+        return types.int32(x), lambda c, b, s, a: b.bitcast(a[0], ir.IntType(32))
+    if x == types.float64:
+        return types.int64(x), lambda c, b, s, a: b.bitcast(a[0], ir.IntType(64))
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# order-preserving integer keys: the max of keys vectorises (vpmaxsd) where a float max does not
+# without nnan. NaN with the sign bit clear sorts above +inf, NaN with it set below -inf.
+
+
+@njit(fastmath=False)
+def key32(v):
+    # Numba computes int32 arithmetic in int64; the casts keep the key (and the vector lanes) 32-bit
+    b = bits_of(v)
+    return _I32(b ^ _I32(_I32(b >> _I32(31)) & _I32(0x7FFFFFFF)))
+
+
+@njit(fastmath=False)
+def unkey32(k):
+    k = _I32(k)
+    return f32_from_bits(_I32(k ^ _I32(_I32(k >> _I32(31)) & _I32(0x7FFFFFFF))))
+
+
+@njit(fastmath=False)
+def key64(v):
+    b = bits_of(v)
+    return b ^ ((b >> _I64(63)) & _I64(0x7FFFFFFFFFFFFFFF))
+
+
+@njit(fastmath=False)
+def unkey64(k):
+    return f64_from_bits(k ^ ((k >> _I64(63)) & _I64(0x7FFFFFFFFFFFFFFF)))
+
+
+# --------------------------------------------------------------------------------------------------
+# float32 exp
+
+
+@njit(fastmath=False)
+def _exp32_core(x):
+    # x already in [-104, 89]; returns (polynomial, k) with exp(x) = p * 2**k
+    fk = (x * _F32(1.44269504088896341) + _F32(12582912.0)) - _F32(12582912.0)
+    r = x - fk * _F32(0.693359375)
+    r = r - fk * _F32(-2.12194440e-4)
+    y = _F32(1.9875691500e-4)
+    y = y * r + _F32(1.3981999507e-3)
+    y = y * r + _F32(8.3334519073e-3)
+    y = y * r + _F32(4.1665795894e-2)
+    y = y * r + _F32(1.6666665459e-1)
+    y = y * r + _F32(5.0000001201e-1)
+    y = y * r * r + r + _F32(1.0)
+    return y, fk
+
+
+@njit(fastmath=False)
+def exp32(x):
+    """exp for float32, <= 2 ulp, correct for subnormal results, overflow, +-inf and NaN."""
+    xc = x if x > _F32(-105.0) else _F32(-105.0)
+    xc = xc if xc < _F32(89.0) else _F32(89.0)
+    y, fk = _exp32_core(xc)
+    k = _I32(fk)
+    k1 = k >> _I32(1)
+    k2 = k - k1
+    y = y * f32_from_bits((k1 + _I32(127)) << _I32(23))
+    y = y * f32_from_bits((k2 + _I32(127)) << _I32(23))
+    return y if x == x else x
+
+
+@njit(fastmath=False)
+def expm32(x):
+    """exp for float32 arguments <= 0 (or NaN); results below 2**-126 are flushed to 0."""
+    y, fk = _exp32_core(x)
+    y = y * f32_from_bits((_I32(fk) + _I32(127)) << _I32(23))
+    return _F32(0.0) if x < _F32(-87.33) else y
+
+
+# --------------------------------------------------------------------------------------------------
+# float64 exp (Taylor polynomial of degree 13 on |r| <= ln2/2: truncation < 1e-17)
+
+
+@njit(fastmath=False)
+def _exp64_core(x):
+    fk = (x * _F64(1.4426950408889634) + _F64(6755399441055744.0)) - _F64(6755399441055744.0)
+    r = x - fk * _F64(6.93147180369123816490e-01)
+    r = r - fk * _F64(1.90821492927058770002e-10)
+    y = _F64(1.0 / 6227020800.0)
+    y = y * r + _F64(1.0 / 479001600.0)
+    y = y * r + _F64(1.0 / 39916800.0)
+    y = y * r + _F64(1.0 / 3628800.0)
+    y = y * r + _F64(1.0 / 362880.0)
+    y = y * r + _F64(1.0 / 40320.0)
+    y = y * r + _F64(1.0 / 5040.0)
+    y = y * r + _F64(1.0 / 720.0)
+    y = y * r + _F64(1.0 / 120.0)
+    y = y * r + _F64(1.0 / 24.0)
+    y = y * r + _F64(1.0 / 6.0)
+    y = y * r + _F64(0.5)
+    y = y * r * r + r + _F64(1.0)
+    return y, fk
+
+
+@njit(fastmath=False)
+def exp64(x):
+    """exp for float64, <= 2 ulp, correct for subnormal results, overflow, +-inf and NaN."""
+    xc = x if x > _F64(-746.0) else _F64(-746.0)
+    xc = xc if xc < _F64(710.0) else _F64(710.0)
+    y, fk = _exp64_core(xc)
+    k = _I64(fk)
+    k1 = k >> _I64(1)
+    k2 = k - k1
+    y = y * f64_from_bits((k1 + _I64(1023)) << _I64(52))
+    y = y * f64_from_bits((k2 + _I64(1023)) << _I64(52))
+    return y if x == x else x
+
+
+@njit(fastmath=False)
+def expm64(x):
+    """exp for float64 arguments <= 0 (or NaN); results below 2**-1022 are flushed to 0."""
+    y, fk = _exp64_core(x)
+    y = y * f64_from_bits((_I64(fk) + _I64(1023)) << _I64(52))
+    return _F64(0.0) if x < _F64(-708.39) else y
+
+
+# --------------------------------------------------------------------------------------------------
+# float32 log (Cephes logf polynomial)
+
+
+@njit(fastmath=False)
+def log32(x):
+    """Natural log for float32, <= 2 ulp; log(0) = -inf, log(<0) = NaN, log(inf) = inf, subnormals ok."""
+    sub = x < _F32(1.1754943508222875e-38)
+    xs = x * _F32(8388608.0) if sub else x  # 2**23
+    b = bits_of(xs)
+    e = ((b >> _I32(23)) & _I32(0xFF)) - _I32(126)
+    m = f32_from_bits((b & _I32(0x007FFFFF)) | _I32(0x3F000000))  # mantissa in [0.5, 1)
+    small = m < _F32(0.707106781186547524)
+    e = e - _I32(1) if small else e
+    f = (m + m if small else m) - _F32(1.0)
+    fe = _F32(e) - (_F32(23.0) if sub else _F32(0.0))
+    z = f * f
+    y = _F32(7.0376836292e-2)
+    y = y * f - _F32(1.1514610310e-1)
+    y = y * f + _F32(1.1676998740e-1)
+    y = y * f - _F32(1.2420140846e-1)
+    y = y * f + _F32(1.4249322787e-1)
+    y = y * f - _F32(1.6668057665e-1)
+    y = y * f + _F32(2.0000714765e-1)
+    y = y * f - _F32(2.4999993993e-1)
+    y = y * f + _F32(3.3333331174e-1)
+    y = y * f * z
+    y = y + fe * _F32(-2.12194440e-4)
+    y = y - _F32(0.5) * z
+    r = f + y
+    r = r + fe * _F32(0.693359375)
+    r = _F32(-np.inf) if x == _F32(0.0) else r
+    r = x if x == _F32(np.inf) else r
+    r = _F32(np.nan) if x < _F32(0.0) else r
+    return x if x != x else r
+
+
+# --------------------------------------------------------------------------------------------------
+# float64 log: log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716
+
+
+@njit(fastmath=False)
+def log64(x):
+    """Natural log for float64, <= 2 ulp; same special values as log32."""
+    sub = x < _F64(2.2250738585072014e-308)
+    xs = x * _F64(18014398509481984.0) if sub else x  # 2**54
+    b = bits_of(xs)
+    e = ((b >> _I64(52)) & _I64(0x7FF)) - _I64(1022)
+    m = f64_from_bits((b & _I64(0x000FFFFFFFFFFFFF)) | _I64(0x3FE0000000000000))
+    small = m < _F64(0.70710678118654752440)
+    e = e - _I64(1) if small else e
+    m = m + m if small else m
+    fe = _F64(e) - (_F64(54.0) if sub else _F64(0.0))
+    f = m - _F64(1.0)
+    s = f / (_F64(2.0) + f)
+    z = s * s
+    y = _F64(1.0 / 23.0)
+    y = y * z + _F64(1.0 / 21.0)
+    y = y * z + _F64(1.0 / 19.0)
+    y = y * z + _F64(1.0 / 17.0)
+    y = y * z + _F64(1.0 / 15.0)
+    y = y * z + _F64(1.0 / 13.0)
+    y = y * z + _F64(1.0 / 11.0)
+    y = y * z + _F64(1.0 / 9.0)
+    y = y * z + _F64(1.0 / 7.0)
+    y = y * z + _F64(1.0 / 5.0)
+    y = y * z + _F64(1.0 / 3.0)
+    # log(m) = 2s + 2s*z*y = f - s*(f - 2*z*y*... ) ; use the fdlibm split for accuracy
+    hfsq = _F64(0.5) * f * f
+    r = s * (hfsq + z * y * _F64(2.0) * _F64(1.0))
+    lg = fe * _F64(1.90821492927058770002e-10) + r
+    lg = lg - hfsq + f
+    lg = lg + fe * _F64(6.93147180369123816490e-01)
+    lg = _F64(-np.inf) if x == _F64(0.0) else lg
+    lg = x if x == _F64(np.inf) else lg
+    lg = _F64(np.nan) if x < _F64(0.0) else lg
+    return x if x != x else lg
+
+
+# --------------------------------------------------------------------------------------------------
+# half-precision loads, decoded in registers. Kernels receive float16 data viewed as int16 and
+# bfloat16 data viewed as uint16 (Numba has no bfloat16 type); both decode to float32.
+
+
+@njit(fastmath=False)
+def bf16_to_f32(u):
+    return f32_from_bits(_I32(u) << _I32(16))
+
+
+@njit(fastmath=False)
+def f16_to_f32(h):
+    hb = _I32(h) & _I32(0xFFFF)
+    o = (hb & _I32(0x7FFF)) << _I32(13)
+    ex = o & _I32(0x0F800000)
+    f = f32_from_bits(o) * _F32(5.192296858534828e33)  # 2**112: rebias exponent, fixes subnormals
+    bits = bits_of(f)
+    bits = bits | _I32(0x7F800000) if ex == _I32(0x0F800000) else bits
+    return f32_from_bits(bits | ((hb & _I32(0x8000)) << _I32(16)))
+
+
+# --------------------------------------------------------------------------------------------------
+# type-generic front ends used by the kernels (resolved at compile time, per dtype)
+
+
+def ld(v):
+    """Load one element as the kernel's math type (float32 or float64)."""
+
+
+@overload(ld)
+def _ov_ld(v):
+    if v == types.float32 or v == types.float64:
+        return lambda v: v
+    if v == types.uint16:
+        return lambda v: bf16_to_f32(v)
+    if v == types.int16:
+        return lambda v: f16_to_f32(v)
+    return None
+
+
+def vexp(x):
+    """Full-range exp (exp32 / exp64)."""
+
+
+@overload(vexp)
+def _ov_vexp(x):
+    if x == types.float32:
+        return lambda x: exp32(x)
+    if x == types.float64:
+        return lambda x: exp64(x)
+    return None
+
+
+def vexpm(x):
+    """exp for x <= 0 (expm32 / expm64)."""
+
+
+@overload(vexpm)
+def _ov_vexpm(x):
+    if x == types.float32:
+        return lambda x: expm32(x)
+    if x == types.float64:
+        return lambda x: expm64(x)
+    return None
+
+
+def vlog(x):
+    """Natural log (log32 / log64)."""
+
+
+@overload(vlog)
+def _ov_vlog(x):
+    if x == types.float32:
+        return lambda x: log32(x)
+    if x == types.float64:
+        return lambda x: log64(x)
+    return None
+
+
+def key(x):
+    """Order-preserving integer key of a float."""
+
+
+@overload(key)
+def _ov_key(x):
+    if x == types.float32:
+        return lambda x: key32(x)
+    if x == types.float64:
+        return lambda x: key64(x)
+    return None
+
+
+def unkey(k, like):
+    """Inverse of key(), back to the float type of ``like``."""
+
+
+@overload(unkey)
+def _ov_unkey(k, like):
+    t = like.dtype if isinstance(like, types.Array) else like
+    if t == types.float32:
+        return lambda k, like: unkey32(k)
+    if t == types.float64:
+        return lambda k, like: unkey64(k)
+    return None
+
+
+def cst(like, v):
+    """``v`` as the float type of ``like`` (a float scalar or a float array)."""
+
+
+@overload(cst)
+def _ov_cst(like, v):
+    t = like.dtype if isinstance(like, types.Array) else like
+    if t == types.float32:
+        return lambda like, v: _F32(v)
+    return lambda like, v: _F64(v)

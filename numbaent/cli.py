@@ -1,0 +1,768 @@
+"""The ``numbaent`` command line: ``numbaent score`` and ``numbaent info``.
+
+``numbaent score LOGITS`` reads logits from a ``.npy`` file (memory-mapped, so files larger
+than memory work) or a ``.npz`` file (arrays taken by name: ``logits``, and ``labels`` /
+``teacher_logits`` when present and not given separately; an uncompressed ``.npz`` member is
+memory-mapped too, a compressed one is read whole). Rows are scored in chunks with
+:func:`numbaent.score`; the chunk summaries are combined exactly (means weighted by each
+chunk's non-ignored rows, perplexity recomputed from the combined mean cross-entropy).
+``-o OUT.npz`` / ``-o OUT.parquet`` writes the per-row arrays, through a temporary file in the
+same directory that is renamed into place only when everything succeeded.
+
+``numbaent info`` prints versions, the backends with the reasons they are (un)available, the
+Numba thread count, and the CUDA device name when the cuda backend is available.
+
+Errors are reported as one line, ``numbaent: error: <message>``, on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "combine_summaries", "load_array", "CliError"]
+
+PROG = "numbaent"
+#: default chunk size target, in bytes of logits (plus teacher logits) per chunk
+CHUNK_BYTES = 256 * 2**20
+#: per-row fields of ``numbaent.Scores`` (used when the object is not a dataclass)
+SCORE_FIELDS = ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "kl_divergence")
+#: summary entries that are means over the non-ignored rows
+MEAN_KEYS = ("cross_entropy", "accuracy", "entropy", "kl_divergence")
+#: summary entries that are counts
+COUNT_KEYS = ("rows", "ignored")
+#: names tried, in order, for each input taken from a ``.npz``
+NPZ_NAMES = {
+    "logits": ("logits",),
+    "labels": ("labels",),
+    "teacher": ("teacher_logits", "logits"),
+}
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+class CliError(Exception):
+    """An error reported to the user as ``numbaent: error: <message>`` (exit status 2)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# input files
+# --------------------------------------------------------------------------------------------------
+
+
+def _sniff(path: Path) -> str:
+    """Return ``"npy"`` or ``"npz"`` from the file's magic bytes (the extension is not trusted)."""
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
+    if head[:4] in _ZIP_MAGIC:
+        return "npz"
+    raise CliError(f"{path}: not a .npy or .npz file")
+
+
+def _check_dtype(arr: np.ndarray, path: Path, name: str | None) -> np.ndarray:
+    if arr.dtype.hasobject:
+        where = f"{path}[{name}]" if name else str(path)
+        raise CliError(f"{where}: object arrays are not supported")
+    return arr
+
+
+def _mmap_npz_member(zf: zipfile.ZipFile, path: Path, member: str) -> np.ndarray | None:
+    """Memory-map an uncompressed ``.npy`` member of a zip file; None if that is not possible."""
+    info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed / encrypted
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_len = int.from_bytes(local[26:28], "little")
+        extra_len = int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+        offset = f.tell()
+    if dtype.hasobject:
+        return None  # let np.load produce its own error
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offset - start + nbytes != info.file_size:
+        return None
+    if nbytes == 0:
+        return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    return np.memmap(
+        path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset
+    )
+
+
+def _npz_members(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+
+
+def _load_npz(path: Path, name: str) -> np.ndarray:
+    member = name + ".npy"
+    with zipfile.ZipFile(path) as zf:
+        try:
+            arr = _mmap_npz_member(zf, path, member)
+        except (ValueError, OSError):
+            arr = None
+    if arr is None:
+        with np.load(path, allow_pickle=False) as npz:
+            arr = npz[name]
+    return _check_dtype(arr, path, name)
+
+
+def _split_spec(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``FILE.npz:NAME`` -> (FILE.npz, NAME) when FILE.npz is a file and the whole spec is not."""
+    path = Path(spec)
+    if not path.exists() and ":" in str(spec):
+        base, _, explicit = str(spec).rpartition(":")
+        if base and explicit and Path(base).is_file():
+            return Path(base), explicit
+    return path, None
+
+
+def load_array(spec: str | os.PathLike[str], role: str = "logits") -> np.ndarray:
+    """Load one input array.
+
+    ``spec`` is a ``.npy`` file (memory-mapped read-only), a ``.npz`` file (the array named
+    after ``role``: see ``NPZ_NAMES``; a ``.npz`` holding a single array gives that array), or
+    ``FILE.npz:NAME`` to pick the array ``NAME`` explicitly. Problems raise :class:`CliError`
+    or ``OSError``.
+    """
+    path, name = _split_spec(spec)
+    if not path.exists():
+        raise CliError(f"{spec}: no such file")
+    kind = _sniff(path)
+    try:
+        if kind == "npy":
+            if name is not None:
+                raise CliError(f"{spec}: ':NAME' only applies to .npz files")
+            return _check_dtype(np.load(path, mmap_mode="r", allow_pickle=False), path, None)
+        members = _npz_members(path)
+        if name is None:
+            for cand in NPZ_NAMES.get(role, (role,)):
+                if cand in members:
+                    name = cand
+                    break
+            else:
+                if len(members) == 1:
+                    name = members[0]
+                else:
+                    wanted = " or ".join(repr(c) for c in NPZ_NAMES.get(role, (role,)))
+                    have = ", ".join(repr(m) for m in members) or "none"
+                    raise CliError(f"{path}: no array named {wanted} (arrays: {have})")
+        elif name not in members:
+            have = ", ".join(repr(m) for m in members) or "none"
+            raise CliError(f"{path}: no array named {name!r} (arrays: {have})")
+        return _load_npz(path, name)
+    except zipfile.BadZipFile as e:
+        raise CliError(f"{path}: not a readable .npz file ({e})") from None
+    except (ValueError, EOFError) as e:
+        raise CliError(f"{path}: cannot read ({_one_line(e)})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# summaries
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_float(v: Any) -> float | None:
+    if v is None:
+        return None
+    return float(v)
+
+
+def _perplexity(ce: float | None, base: float | None) -> float | None:
+    if ce is None:
+        return None
+    if math.isnan(ce):
+        return math.nan
+    try:
+        return math.exp(ce) if base is None else float(base) ** ce
+    except OverflowError:
+        return math.inf
+
+
+def combine_summaries(
+    summaries: Sequence[dict[str, Any]], weights: Sequence[int], base: float | None = None
+) -> dict[str, Any]:
+    """Combine ``Scores.summary()`` dicts of disjoint row chunks into the summary of all rows.
+
+    ``weights[i]`` is the number of non-ignored rows of chunk ``i`` (the rows its means are
+    taken over). Means (``MEAN_KEYS``) are weighted by it; chunks of weight 0 are left out
+    (their means are NaN); no weight at all gives NaN, as an unchunked all-ignored input does.
+    Counts (``rows``, ``ignored``) are summed; ``perplexity`` is recomputed from the combined
+    mean cross-entropy as ``base ** CE`` (``e ** CE`` when ``base`` is None). A field that is
+    None in the chunks stays None. Other keys are dropped when there is more than one chunk.
+    A single chunk is returned unchanged.
+    """
+    if len(summaries) != len(weights):
+        raise ValueError("summaries and weights differ in length")
+    if not summaries:
+        raise ValueError("no summaries to combine")
+    if len(summaries) == 1:
+        return dict(summaries[0])
+    total = sum(int(w) for w in weights)
+    out: dict[str, Any] = {}
+    for key in summaries[0]:
+        vals = [s.get(key) for s in summaries]
+        if key in COUNT_KEYS:
+            out[key] = None if all(v is None for v in vals) else sum(int(v or 0) for v in vals)
+        elif key in MEAN_KEYS:
+            if all(v is None for v in vals):
+                out[key] = None
+            elif total <= 0:
+                out[key] = math.nan
+            else:
+                acc = math.fsum(float(v) * int(w) for v, w in zip(vals, weights, strict=True) if w)
+                out[key] = acc / total
+        elif key == "perplexity":
+            out[key] = None  # filled in below, once cross_entropy is known
+    if "perplexity" in out:
+        out["perplexity"] = _perplexity(_as_float(out.get("cross_entropy")), base)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# output files
+# --------------------------------------------------------------------------------------------------
+
+
+def _score_arrays(scores: Any, n_rows: int) -> dict[str, np.ndarray]:
+    """The per-row arrays of a ``Scores`` object (its public fields of shape ``(n_rows,)``)."""
+    if dataclasses.is_dataclass(scores):
+        names: Iterable[str] = (f.name for f in dataclasses.fields(scores))
+    else:
+        names = SCORE_FIELDS
+    out = {}
+    for n in names:
+        v = getattr(scores, n, None)
+        if n.startswith("_") or v is None:
+            continue
+        a = np.asarray(v)
+        if a.shape == (n_rows,):
+            out[n] = a
+    return out
+
+
+class _Writer:
+    """Collects per-row arrays chunk by chunk and writes ``.npz`` or ``.parquet`` atomically."""
+
+    def __init__(self, path: Path, n_rows: int, batch_shape: tuple[int, ...]):
+        self.path = path
+        self.n_rows = n_rows
+        self.batch_shape = batch_shape
+        self.kind = path.suffix.lower()
+        if self.kind not in (".npz", ".parquet"):
+            raise CliError(f"{path}: output must end in .npz or .parquet")
+        if self.kind == ".parquet":
+            try:
+                import pyarrow  # noqa: F401
+                import pyarrow.parquet  # noqa: F401
+            except ImportError:
+                raise CliError("writing .parquet needs pyarrow (pip install pyarrow)") from None
+        parent = path.parent
+        if not parent.is_dir():
+            raise CliError(f"{path}: directory {str(parent)!r} does not exist")
+        if path.is_dir():
+            raise CliError(f"{path}: is a directory")
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.arrays: dict[str, np.ndarray] = {}
+        self._pq_writer = None
+        self._pos = 0
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        n = None
+        for name, a in rows.items():
+            a = a.reshape(-1)
+            n = a.shape[0] if n is None else n
+            if self.kind == ".npz":
+                if name not in self.arrays:
+                    self.arrays[name] = np.empty(self.n_rows, dtype=a.dtype)
+                self.arrays[name][self._pos : self._pos + a.shape[0]] = a
+        if self.kind == ".parquet" and rows:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.table({k: v.reshape(-1) for k, v in rows.items()})
+            if self._pq_writer is None:
+                self._pq_writer = pq.ParquetWriter(str(self.tmp), table.schema)
+            self._pq_writer.write_table(table)
+        self._pos += n or 0
+
+    def commit(self) -> None:
+        if self.kind == ".npz":
+            with open(self.tmp, "wb") as f:
+                np.savez(f, **{k: v.reshape(self.batch_shape) for k, v in self.arrays.items()})
+        else:
+            if self._pq_writer is None:
+                raise CliError("no per-row arrays to write")
+            self._pq_writer.close()
+            self._pq_writer = None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if self._pq_writer is not None:
+            try:
+                self._pq_writer.close()
+            except Exception:
+                pass
+            self._pq_writer = None
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------------------------------------------
+# progress bar (stderr, only when it is a terminal)
+# --------------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total = total
+        self.enabled = enabled and total > 0
+        self.active = False
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if done < self.total and now - self._last < 0.1:
+            return
+        self._last = now
+        width = 30
+        frac = done / self.total
+        bar = "#" * int(frac * width)
+        sys.stderr.write(f"\r[{bar:<{width}}] {done}/{self.total} rows ({frac:6.1%})")
+        sys.stderr.flush()
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.active = False
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------------
+
+
+def _units(base: float | None) -> str:
+    if base is None or base == math.e:
+        return "nats"
+    if base == 2:
+        return "bits"
+    if base == 10:
+        return "hartleys"
+    return f"log base {base:g}"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{float(v):.6g}"
+
+
+def _table(rows: Sequence[tuple[str, ...]], indent: str = "") -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r, widths, strict=True)]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return "\n".join(lines)
+
+
+def _json_value(v: Any) -> Any:
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _parse_base(text: str) -> float | None:
+    if text.strip().lower() == "e":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid base {text!r} (a number, or 'e')") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import numbaent
+
+    logits = load_array(args.logits, "logits")
+    labels = teacher = None
+    if args.labels is not None:
+        labels = load_array(args.labels, "labels")
+    if args.teacher is not None:
+        teacher = load_array(args.teacher, "teacher")
+    # a .npz input may carry its labels / teacher logits along (unless FILE.npz:NAME was given)
+    if _sniff_quiet(args.logits) == "npz":
+        members = _npz_members(Path(args.logits))
+        if labels is None and "labels" in members:
+            labels = load_array(f"{args.logits}:labels", "labels")
+        if teacher is None and "teacher_logits" in members:
+            teacher = load_array(f"{args.logits}:teacher_logits", "teacher")
+
+    if logits.ndim < 1:
+        raise CliError(f"{args.logits}: logits must have at least 1 dimension (rows x classes)")
+    batch_shape = logits.shape[:-1]
+    n_classes = logits.shape[-1]
+    if labels is not None:
+        if labels.shape != batch_shape:
+            raise CliError(
+                f"labels shape {labels.shape} does not match logits shape {logits.shape} "
+                f"(expected {batch_shape})"
+            )
+        if not (np.issubdtype(labels.dtype, np.integer)):
+            raise CliError(f"labels must be integers, got {labels.dtype}")
+    if teacher is not None and teacher.shape != logits.shape:
+        raise CliError(
+            f"teacher logits shape {teacher.shape} does not match logits shape {logits.shape}"
+        )
+
+    n = int(np.prod(batch_shape, dtype=np.int64))
+    flat = logits.reshape(n, n_classes)
+    flat_labels = None if labels is None else labels.reshape(n)
+    flat_teacher = None if teacher is None else teacher.reshape(n, n_classes)
+
+    if args.chunk_rows is not None:
+        chunk = args.chunk_rows
+    else:
+        row_bytes = n_classes * logits.dtype.itemsize
+        if teacher is not None:
+            row_bytes += n_classes * teacher.dtype.itemsize
+        chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
+
+    writer = _Writer(Path(args.output), n, batch_shape) if args.output else None
+    if writer is not None:
+        for inp in (args.logits, args.labels, args.teacher):
+            if inp is not None and _same_file(inp, args.output):
+                writer.discard()
+                raise CliError(f"{args.output}: output would overwrite input {inp}")
+    progress = _Progress(n, enabled=not args.no_progress and sys.stderr.isatty())
+    summaries: list[dict[str, Any]] = []
+    weights: list[int] = []
+    try:
+        for start in range(0, max(n, 1), chunk):
+            stop = min(start + chunk, n)
+            lab = None if flat_labels is None else np.asarray(flat_labels[start:stop])
+            tch = None if flat_teacher is None else np.asarray(flat_teacher[start:stop])
+            scores = numbaent.score(
+                np.asarray(flat[start:stop]),
+                lab,
+                teacher_logits=tch,
+                temperature=args.temperature,
+                ignore_index=args.ignore_index,
+                base=args.base,
+                backend=args.backend,
+            )
+            summaries.append(dict(scores.summary()))
+            ignored = 0 if lab is None else int(np.count_nonzero(lab == args.ignore_index))
+            weights.append((stop - start) - ignored)
+            if writer is not None:
+                writer.add(_score_arrays(scores, stop - start))
+            progress.update(stop)
+        summary = combine_summaries(summaries, weights, args.base)
+        if writer is not None:
+            writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:
+        progress.close()
+
+    if args.json:
+        print(json.dumps({k: _json_value(v) for k, v in summary.items()}, indent=2))
+    else:
+        units = _units(args.base)
+        shape = " x ".join(str(d) for d in logits.shape)
+        print(f"{args.logits}: {shape} {logits.dtype}")
+        rows = []
+        for k, v in summary.items():
+            unit = (
+                units
+                if v is not None and k in ("cross_entropy", "entropy", "kl_divergence")
+                else ""
+            )
+            rows.append((k, _fmt(v), unit))
+        print(_table(rows, indent="  "))
+        if args.output:
+            print(f"per-row arrays written to {args.output}")
+    return 0
+
+
+def _sniff_quiet(spec: str) -> str | None:
+    try:
+        return _sniff(Path(spec))
+    except (OSError, CliError):
+        return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(_split_spec(a)[0], b)
+    except OSError:
+        return False
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import numba
+
+    import numbaent
+
+    info: dict[str, Any] = {
+        "numbaent": getattr(numbaent, "__version__", "unknown"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": str(numba.config.THREADING_LAYER),
+        "default_backend": _safe(lambda: numbaent.get_backend()),
+    }
+    backends = numbaent.backends()
+    cuda_device = None
+    cuda = backends.get("cuda")
+    if cuda is not None and getattr(cuda, "available", False):
+        cuda_device = _cuda_device_name()
+    info["cuda_device"] = cuda_device
+
+    if args.json:
+        info["backends"] = {
+            name: {
+                "available": bool(getattr(b, "available", False)),
+                "reason": str(getattr(b, "reason", "") or ""),
+                "detail": str(getattr(b, "detail", "") or ""),
+            }
+            for name, b in backends.items()
+        }
+        print(json.dumps(info, indent=2))
+        return 0
+
+    rows = [(k, "-" if v is None else str(v)) for k, v in info.items()]
+    print(_table(rows))
+    print()
+    print("backends:")
+    brows = [("name", "available", "reason / detail")]
+    for name, b in backends.items():
+        reason = str(getattr(b, "reason", "") or "")
+        detail = str(getattr(b, "detail", "") or "")
+        text = "; ".join(t for t in (reason, detail) if t) or "-"
+        brows.append((name, "yes" if getattr(b, "available", False) else "no", _one_line(text)))
+    print(_table(brows, indent="  "))
+    return 0
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as e:  # informational only
+        return f"unknown ({_one_line(e)})"
+
+
+def _cuda_device_name() -> str:
+    """Name of the current CUDA device; only called when the cuda backend says it is available."""
+    try:
+        from numba import cuda
+
+        dev = cuda.get_current_device()
+        name = dev.name
+        if isinstance(name, bytes):
+            name = name.decode(errors="replace")
+        return f"{name} (id {dev.id}, compute capability {dev.compute_capability})"
+    except Exception as e:
+        return f"unknown ({_one_line(e)})"
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def _one_line(e: BaseException | str) -> str:
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__ if isinstance(e, BaseException) else ""
+    return lines[0] + (" ..." if len(lines) > 1 else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Row-wise entropy, cross-entropy and KL divergence of logits.",
+    )
+    try:
+        import numbaent
+
+        version = getattr(numbaent, "__version__", "unknown")
+    except Exception:  # pragma: no cover - the package failed to import
+        version = "unknown"
+    p.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "score",
+        help="score logits against labels and/or teacher logits",
+        description=(
+            "Score logits (rows x classes; any leading batch axes) with numbaent.score, in row "
+            "chunks, and print the summary. Inputs are .npy (memory-mapped) or .npz files; from "
+            "a .npz the arrays 'logits', 'labels' and 'teacher_logits' are taken by name "
+            "(FILE.npz:NAME takes just the array NAME). Means are over the rows whose label is not "
+            "--ignore-index."
+        ),
+    )
+    s.add_argument("logits", metavar="LOGITS", help="logits, .npy or .npz")
+    s.add_argument("--labels", metavar="L", help="integer class labels, .npy or .npz")
+    s.add_argument("--teacher", metavar="T", help="teacher logits for the KL divergence")
+    s.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="t",
+        help="softmax temperature for the KL divergence (default 1)",
+    )
+    s.add_argument(
+        "--base",
+        type=_parse_base,
+        default=None,
+        metavar="b",
+        help="logarithm base: 2 for bits, 'e' (default) for nats",
+    )
+    s.add_argument(
+        "--ignore-index",
+        type=int,
+        default=-100,
+        metavar="i",
+        help="label value of rows to leave out of the means (default -100)",
+    )
+    s.add_argument(
+        "--backend",
+        default=None,
+        metavar="name",
+        help="auto, cpu, cuda or numpy (default: NUMBAENT_BACKEND, else auto)",
+    )
+    s.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=None,
+        metavar="n",
+        help="rows per chunk (default: about 256 MB of logits per chunk)",
+    )
+    s.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (NaN/inf as null)"
+    )
+    s.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write per-row arrays to OUT.npz, or OUT.parquet (needs pyarrow)",
+    )
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s.set_defaults(func=_cmd_score)
+
+    i = sub.add_parser(
+        "info",
+        help="versions, backends, threads, CUDA device",
+        description="Show versions, backends (with the reason each is or is not available), "
+        "Numba's thread count, and the CUDA device when the cuda backend is available.",
+    )
+    i.add_argument("--json", action="store_true", help="print as JSON")
+    i.set_defaults(func=_cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``numbaent`` command line; returns the exit status (0 ok, 2 error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into `head`): not an error worth a message
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except CliError as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, TypeError, IndexError, KeyError, RuntimeError, MemoryError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        print(f"{PROG}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""``score``: every per-row statistic of a batch of logits (and a teacher) in ONE pass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from . import _backend
+from . import _validate as v
+
+ArrayLike = Any
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-row results of :func:`score`. Fields that were not computed are None.
+
+    ``logsumexp``, ``entropy`` (of the softmax), ``argmax`` always; ``cross_entropy`` and
+    ``correct`` with labels (ignored rows: 0 and False); ``kl_divergence`` (teacher || model) with
+    a teacher. ``ignored`` marks rows whose label is ``ignore_index`` (None without labels).
+    Values are in the units of ``base``.
+    """
+
+    logsumexp: Any
+    entropy: Any
+    argmax: Any
+    cross_entropy: Any = None
+    correct: Any = None
+    kl_divergence: Any = None
+    ignored: Any = None
+    base: float | None = None
+
+    def summary(self) -> dict:
+        """Means over non-ignored rows: cross_entropy, perplexity (base**CE, e**CE in nats),
+        accuracy, entropy, kl_divergence; plus the counts ``rows`` and ``ignored``.
+        Statistics that were not computed are None; a mean over no rows is NaN.
+
+        Examples
+        --------
+        >>> import numpy as np, numbaent
+        >>> s = numbaent.score(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), np.array([0, -100]))
+        >>> {k: round(v, 4) for k, v in s.summary().items()}
+        {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1}
+        """
+        rows = int(np.size(self.logsumexp))
+        keep = None if self.ignored is None else ~np.asarray(self.ignored)
+        n_ign = 0 if self.ignored is None else int(np.count_nonzero(self.ignored))
+
+        def mean(a, dtype=np.float64):
+            if a is None:
+                return None
+            a = np.asarray(a).reshape(-1)
+            if keep is not None:
+                a = a[keep.reshape(-1)]
+            return float(np.mean(a, dtype=dtype)) if a.size else math.nan
+
+        ce = mean(self.cross_entropy)
+        if ce is None:
+            ppl = None
+        else:
+            b = math.e if self.base is None else float(self.base)
+            try:
+                ppl = b**ce
+            except OverflowError:
+                ppl = math.inf
+        return {
+            "cross_entropy": ce,
+            "perplexity": ppl,
+            "accuracy": mean(self.correct),
+            "entropy": mean(self.entropy),
+            "kl_divergence": mean(self.kl_divergence),
+            "rows": rows,
+            "ignored": n_ign,
+        }
+
+    def as_dict(self) -> dict:
+        """The per-row arrays that were computed, by name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "base" and getattr(self, f.name) is not None
+        }
+
+
+def score(
+    logits: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    teacher_logits: ArrayLike | None = None,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    base: float | None = None,
+    axis: int = -1,
+    backend: str | None = None,
+) -> Scores:
+    """Score a batch of logits in one pass: log-sum-exp, softmax entropy, argmax, and (with labels)
+    cross-entropy and correctness, and (with a teacher) KL(teacher || model) at ``temperature``.
+
+    The temperature applies to the KL divergence only. Labels equal to ``ignore_index`` give
+    cross_entropy 0 and correct False and leave the summary's means; any other label outside
+    [0, C) raises ``IndexError``.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaent
+    >>> s = numbaent.score(np.array([[2.0, 0.0], [0.0, 3.0]]), np.array([0, 0]))
+    >>> s.argmax, s.correct
+    (array([0, 1]), array([ True, False]))
+    >>> s.cross_entropy.round(4)
+    array([0.1269, 3.0486])
+    """
+    divisor = v.base_divisor(base)
+    t = v.check_temperature(temperature)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    name = _backend.resolve(backend, logits, labels, teacher_logits)
+    if name == "cuda":
+        from . import _cuda
+
+        return _cuda.score_call(logits, labels, teacher_logits=teacher_logits, temperature=t,
+                                ignore_index=ignore_index, base=base, axis=axis)
+    impl = _backend.implementation(name)
+    xa = v.as_logits(logits, "logits")
+    ax = v.check_axis(axis, xa.ndim, "logits")
+    rows = v.to_rows(xa, ax)
+    n, c = rows.data.shape
+    y = None if labels is None else v.labels_rows(labels, "labels", rows.batch)
+    tq = None
+    if teacher_logits is not None:
+        ta = v.as_logits(teacher_logits, "teacher_logits")
+        if ta.shape != xa.shape:
+            raise ValueError(
+                f"teacher_logits must have the logits' shape {xa.shape}; got {ta.shape}"
+            )
+        tq = v.to_rows(ta, ax).data
+        if tq.dtype != rows.data.dtype:  # one kernel type per call: the teacher follows the logits
+            tq = tq.astype(rows.data.dtype)
+    dtype = v.math_dtype(rows.data)
+    outs = {
+        "logsumexp": np.empty(n, dtype),
+        "entropy": np.empty(n, dtype),
+        "argmax": np.empty(n, np.int64),
+    }
+    if y is not None:
+        outs["cross_entropy"] = np.empty(n, dtype)
+        outs["correct"] = np.empty(n, np.bool_)
+    if tq is not None:
+        outs["kl_divergence"] = np.empty(n, dtype)
+    bad = impl.score(rows.data, y, ignore_index, tq, 1.0 / t, outs)
+    hit = np.flatnonzero(bad)
+    if hit.size:
+        i = int(hit[0])
+        raise IndexError(
+            f"labels: label {int(y[i])} at row {v.row_name(i, rows.batch)} is outside [0, {c}) "
+            f"and is not ignore_index ({ignore_index})"
+        )
+    if divisor != 1.0:
+        for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
+            if k in outs:
+                np.divide(outs[k], divisor, out=outs[k], casting="unsafe")
+    shaped = {k: a.reshape(rows.batch) for k, a in outs.items()}
+    ignored = None if y is None else (y == ignore_index).reshape(rows.batch)
+    return Scores(ignored=ignored, base=base, **shaped)

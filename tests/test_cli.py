@@ -1,0 +1,610 @@
+"""Tests of the ``numbaent`` command line (numbaent/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numbaent
+from numbaent import cli
+from numbaent.cli import combine_summaries, load_array, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "examples" / "digits_logits.npz"
+FIELDS = ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "kl_divergence")
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def run(capsys, *argv):
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def digits():
+    with np.load(DIGITS) as z:
+        return z["logits"], z["labels"], z["teacher_logits"]
+
+
+def assert_summary_close(got, want, rtol=1e-6, atol=1e-7):
+    assert set(got) == set(want), (got, want)
+    for k, w in want.items():
+        g = got[k]
+        if w is None:
+            assert g is None, k
+        elif isinstance(w, (bool, np.bool_)) or k in ("rows", "ignored"):
+            assert int(g) == int(w), k
+        elif math.isnan(float(w)):
+            assert g is None or math.isnan(float(g)), k
+        else:
+            assert g is not None, k
+            assert math.isclose(float(g), float(w), rel_tol=rtol, abs_tol=atol), (k, g, w)
+
+
+def score_json(capsys, *argv):
+    rc, out, err = run(capsys, "score", *argv, "--json")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def direct(logits, labels=None, teacher=None, **kw):
+    return numbaent.score(logits, labels, teacher_logits=teacher, **kw)
+
+
+@pytest.fixture
+def ignored_files(tmp_path):
+    """Digits data as separate .npy files, with ignored rows (some filling whole 7-row chunks)."""
+    logits, labels, teacher = digits()
+    labels = labels.copy()
+    labels[:14] = -100  # the first two chunks of 7 rows are entirely ignored
+    labels[100:140:3] = -100
+    labels[200:210] = 4  # some rows of class 4 (ignored with --ignore-index 4)
+    paths = {}
+    for name, arr in (("logits", logits), ("labels", labels), ("teacher", teacher)):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], arr)
+    return paths, (logits, labels, teacher)
+
+
+# --------------------------------------------------------------------------------------------------
+# the example file
+# --------------------------------------------------------------------------------------------------
+
+
+def test_example_file_layout():
+    with np.load(DIGITS) as z:
+        assert set(z.files) == {"logits", "labels", "teacher_logits"}
+        logits, labels, teacher = z["logits"], z["labels"], z["teacher_logits"]
+    assert logits.dtype == np.float32 and teacher.dtype == np.float32
+    assert labels.dtype == np.int64
+    assert logits.ndim == 2 and logits.shape[1] == 10
+    assert teacher.shape == logits.shape and labels.shape == logits.shape[:1]
+    assert labels.min() >= 0 and labels.max() < 10
+    assert not np.array_equal(logits.argmax(1), teacher.argmax(1))  # two different models
+    assert DIGITS.stat().st_size < 200_000
+
+
+# --------------------------------------------------------------------------------------------------
+# score: values
+# --------------------------------------------------------------------------------------------------
+
+
+def test_score_json_matches_direct(capsys):
+    logits, labels, teacher = digits()
+    got = score_json(capsys, DIGITS)
+    want = direct(logits, labels, teacher).summary()
+    assert_summary_close(got, want)
+    assert got["rows"] == len(labels)
+    assert got["kl_divergence"] is not None and got["kl_divergence"] > 0
+
+
+def test_score_table_matches_direct(capsys):
+    logits, labels, teacher = digits()
+    rc, out, err = run(capsys, "score", DIGITS)
+    assert rc == 0 and err == ""
+    want = direct(logits, labels, teacher).summary()
+    values = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] in want:
+            values[parts[0]] = parts[1]
+    assert set(values) == set(want)
+    for k, w in want.items():
+        if w is None:
+            assert values[k] == "-"
+        else:
+            assert math.isclose(float(values[k]), float(w), rel_tol=1e-5, abs_tol=1e-6), k
+    # aligned: the value column starts at the same offset on every line
+    starts = {re.match(r"\s*\S+\s+", line).end() for line in out.splitlines()[1:]}
+    assert len(starts) == 1
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        [],
+        ["--base", "2"],
+        ["--base", "10", "--temperature", "2.5"],
+        ["--ignore-index", "4"],
+        ["--temperature", "0.5", "--ignore-index", "4", "--base", "2"],
+    ],
+)
+def test_chunked_equals_unchunked(capsys, ignored_files, tmp_path, opts):
+    paths, (logits, labels, teacher) = ignored_files
+    kw = {}
+    if "--base" in opts:
+        kw["base"] = float(opts[opts.index("--base") + 1])
+    if "--temperature" in opts:
+        kw["temperature"] = float(opts[opts.index("--temperature") + 1])
+    if "--ignore-index" in opts:
+        kw["ignore_index"] = int(opts[opts.index("--ignore-index") + 1])
+        labels = np.where(labels == -100, kw["ignore_index"], labels)
+        np.save(paths["labels"], labels)
+
+    files = [paths["logits"], "--labels", paths["labels"], "--teacher", paths["teacher"]]
+    whole = score_json(capsys, *files, *opts)
+    chunked = score_json(capsys, *files, *opts, "--chunk-rows", "7")
+    assert_summary_close(chunked, whole, rtol=1e-6)
+    want = direct(logits, labels, teacher, **kw).summary()
+    assert_summary_close(whole, want)
+    assert whole["ignored"] == int(np.count_nonzero(labels == kw.get("ignore_index", -100)))
+    assert whole["ignored"] >= 14
+
+
+def test_chunked_without_labels(capsys):
+    logits, _, teacher = digits()
+    a = score_json(capsys, f"{DIGITS}:logits", "--teacher", f"{DIGITS}:teacher_logits")
+    b = score_json(
+        capsys, f"{DIGITS}:logits", "--teacher", f"{DIGITS}:teacher_logits", "--chunk-rows", "7"
+    )
+    want = direct(logits, None, teacher).summary()
+    assert_summary_close(a, want)
+    assert_summary_close(b, want)
+    assert a.get("cross_entropy") is None and a.get("accuracy") is None
+
+
+@pytest.mark.parametrize("chunk", ["1", "7", "539", "540", "100000"])
+def test_chunk_sizes(capsys, chunk):
+    whole = score_json(capsys, DIGITS)
+    assert_summary_close(score_json(capsys, DIGITS, "--chunk-rows", chunk), whole)
+
+
+def test_all_rows_ignored(capsys, tmp_path):
+    logits, labels, _ = digits()
+    np.savez(tmp_path / "x.npz", logits=logits[:20], labels=np.full(20, -100))
+    a = score_json(capsys, tmp_path / "x.npz")
+    b = score_json(capsys, tmp_path / "x.npz", "--chunk-rows", "7")
+    want = numbaent.score(logits[:20], np.full(20, -100)).summary()
+    assert_summary_close(a, want)
+    assert_summary_close(b, want)
+    assert b["ignored"] == 20
+
+
+def test_explicit_inputs_override_npz(capsys, tmp_path):
+    logits, labels, teacher = digits()
+    other = (labels + 1) % 10
+    np.save(tmp_path / "other.npy", other)
+    np.savez(tmp_path / "teacher.npz", logits=logits * 0.5)  # a teacher's own file: 'logits'
+    got = score_json(
+        capsys, DIGITS, "--labels", tmp_path / "other.npy", "--teacher", tmp_path / "teacher.npz"
+    )
+    assert_summary_close(got, direct(logits, other, logits * 0.5).summary())
+
+
+def test_batch_axes(capsys, tmp_path):
+    logits, labels, teacher = digits()
+    np.save(tmp_path / "l.npy", logits.reshape(4, 135, 10))
+    np.save(tmp_path / "y.npy", labels.reshape(4, 135))
+    np.save(tmp_path / "t.npy", teacher.reshape(4, 135, 10))
+    args = [tmp_path / "l.npy", "--labels", tmp_path / "y.npy", "--teacher", tmp_path / "t.npy"]
+    got = score_json(capsys, *args, "--chunk-rows", "50", "-o", tmp_path / "out.npz")
+    assert_summary_close(got, direct(logits, labels, teacher).summary())
+    with np.load(tmp_path / "out.npz") as z:
+        assert z["entropy"].shape == (4, 135)
+        ref = direct(logits, labels, teacher)
+        np.testing.assert_allclose(z["entropy"].ravel(), ref.entropy, rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------------
+# score: output files
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [None, "7"])
+def test_output_npz(capsys, tmp_path, chunk):
+    logits, labels, teacher = digits()
+    out = tmp_path / "rows.npz"
+    extra = ["--chunk-rows", chunk] if chunk else []
+    rc, stdout, err = run(capsys, "score", DIGITS, "-o", out, *extra)
+    assert rc == 0, err
+    ref = direct(logits, labels, teacher)
+    with np.load(out) as z:
+        assert set(z.files) == set(FIELDS)
+        for f in FIELDS:
+            want = np.asarray(getattr(ref, f))
+            assert z[f].shape == want.shape
+            assert z[f].dtype == want.dtype
+            if want.dtype.kind in "biu":
+                np.testing.assert_array_equal(z[f], want)
+            else:
+                np.testing.assert_allclose(z[f], want, rtol=1e-6, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.npz"]  # no temp file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temp file
+
+
+def test_output_npz_only_computed_fields(capsys, tmp_path):
+    out = tmp_path / "rows.npz"
+    rc, _, err = run(capsys, "score", f"{DIGITS}:logits", "-o", out)
+    assert rc == 0, err
+    with np.load(out) as z:
+        assert set(z.files) == {"logsumexp", "entropy", "argmax"}
+
+
+@pytest.mark.parametrize("chunk", [None, "7"])
+def test_output_parquet(capsys, tmp_path, chunk):
+    pq = pytest.importorskip("pyarrow.parquet")
+    logits, labels, teacher = digits()
+    out = tmp_path / "rows.parquet"
+    extra = ["--chunk-rows", chunk] if chunk else []
+    rc, _, err = run(capsys, "score", DIGITS, "-o", out, *extra)
+    assert rc == 0, err
+    table = pq.read_table(out)
+    assert set(table.column_names) == set(FIELDS)
+    ref = direct(logits, labels, teacher)
+    for f in FIELDS:
+        col = table.column(f).to_numpy()
+        want = np.asarray(getattr(ref, f))
+        if want.dtype.kind in "biu":
+            np.testing.assert_array_equal(col, want)
+        else:
+            np.testing.assert_allclose(col, want, rtol=1e-6, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet"]
+
+
+def test_overwrites_existing_output(capsys, tmp_path):
+    out = tmp_path / "rows.npz"
+    out.write_bytes(b"old")
+    rc, _, err = run(capsys, "score", DIGITS, "-o", out)
+    assert rc == 0, err
+    with np.load(out) as z:
+        assert "entropy" in z.files
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------------
+
+
+def test_load_npy_is_memory_mapped(tmp_path):
+    a = np.arange(30, dtype=np.float32).reshape(3, 10)
+    np.save(tmp_path / "a.npy", a)
+    got = load_array(tmp_path / "a.npy")
+    assert isinstance(got, np.memmap)
+    np.testing.assert_array_equal(got, a)
+
+
+def test_load_npz_uncompressed_is_memory_mapped(tmp_path):
+    a = np.arange(30, dtype=np.float64).reshape(3, 10)
+    f = np.asfortranarray(a * 2)
+    np.savez(tmp_path / "a.npz", logits=a, labels=np.arange(3), other=f)
+    got = load_array(tmp_path / "a.npz")
+    assert isinstance(got, np.memmap)
+    np.testing.assert_array_equal(got, a)
+    np.testing.assert_array_equal(load_array(tmp_path / "a.npz", "labels"), np.arange(3))
+    np.testing.assert_array_equal(load_array(f"{tmp_path / 'a.npz'}:other"), f)
+
+
+def test_load_npz_compressed(tmp_path):
+    a = np.arange(30, dtype=np.float32).reshape(3, 10)
+    np.savez_compressed(tmp_path / "a.npz", logits=a)
+    np.testing.assert_array_equal(load_array(tmp_path / "a.npz"), a)
+
+
+def test_load_npz_single_array_and_teacher_fallback(tmp_path):
+    a = np.ones((2, 3), np.float32)
+    np.savez(tmp_path / "one.npz", whatever=a)
+    np.testing.assert_array_equal(load_array(tmp_path / "one.npz", "labels"), a)
+    np.savez(tmp_path / "t.npz", logits=a, x=a)
+    np.testing.assert_array_equal(load_array(tmp_path / "t.npz", "teacher"), a)
+
+
+def test_load_sniffs_content_not_extension(tmp_path):
+    a = np.arange(4.0)
+    np.save(tmp_path / "a.npy", a)
+    (tmp_path / "a.bin").write_bytes((tmp_path / "a.npy").read_bytes())
+    np.testing.assert_array_equal(load_array(tmp_path / "a.bin"), a)
+
+
+# --------------------------------------------------------------------------------------------------
+# combining summaries (no library needed)
+# --------------------------------------------------------------------------------------------------
+
+
+def _summ(ce, acc, ent, kl, rows, ignored, base=None):
+    ppl = None if ce is None or ce > 700 else (base or math.e) ** ce
+    return {
+        "cross_entropy": ce,
+        "perplexity": ppl,
+        "accuracy": acc,
+        "entropy": ent,
+        "kl_divergence": kl,
+        "rows": rows,
+        "ignored": ignored,
+    }
+
+
+def test_combine_weighted_by_non_ignored_rows():
+    a = _summ(1.0, 0.5, 2.0, None, rows=10, ignored=2)
+    b = _summ(3.0, 1.0, 4.0, None, rows=4, ignored=0)
+    c = _summ(math.nan, math.nan, math.nan, None, rows=5, ignored=5)
+    got = combine_summaries([a, b, c], [8, 4, 0], base=2.0)
+    assert got["cross_entropy"] == pytest.approx((8 * 1 + 4 * 3) / 12)
+    assert got["accuracy"] == pytest.approx((8 * 0.5 + 4) / 12)
+    assert got["entropy"] == pytest.approx((8 * 2 + 4 * 4) / 12)
+    assert got["perplexity"] == pytest.approx(2.0 ** got["cross_entropy"])
+    assert got["kl_divergence"] is None
+    assert got["rows"] == 19 and got["ignored"] == 7
+    assert list(got) == list(a)
+
+
+def test_combine_nats_all_ignored_overflow_and_single():
+    a = _summ(1.0, 0.0, 1.0, 0.5, 3, 0)
+    b = _summ(2.0, 1.0, 1.0, 1.5, 1, 0)
+    got = combine_summaries([a, b], [3, 1])
+    assert got["perplexity"] == pytest.approx(math.exp(1.25))
+    assert got["kl_divergence"] == pytest.approx(0.75)
+    nan = combine_summaries([_summ(math.nan, math.nan, math.nan, None, 2, 2)] * 2, [0, 0])
+    assert math.isnan(nan["cross_entropy"]) and math.isnan(nan["perplexity"])
+    big = combine_summaries([_summ(1e6, 0, 0, None, 1, 0, base=2)] * 2, [1, 1], base=2)
+    assert big["perplexity"] == math.inf
+    assert combine_summaries([a], [3]) == a
+    with pytest.raises(ValueError):
+        combine_summaries([a, b], [1])
+
+
+# --------------------------------------------------------------------------------------------------
+# errors: one line on stderr, non-zero status, no traceback, no output file
+# --------------------------------------------------------------------------------------------------
+
+
+def _err_files(tmp_path):
+    logits, labels, teacher = digits()
+    d = tmp_path / "in"
+    d.mkdir()
+    np.save(d / "logits.npy", logits)
+    np.save(d / "labels.npy", labels)
+    np.save(d / "short_labels.npy", labels[:-1])
+    np.save(d / "float_labels.npy", labels.astype(np.float32))
+    np.save(d / "teacher9.npy", teacher[:, :9])
+    np.save(d / "int_logits.npy", (logits * 10).astype(np.int32))
+    bad = labels.copy()
+    bad[50] = 10
+    np.save(d / "bad_labels.npy", bad)
+    neg = labels.copy()
+    neg[3] = -1
+    np.save(d / "neg_labels.npy", neg)
+    (d / "garbage.npy").write_text("this is not an array\n")
+    (d / "garbage.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    np.save(d / "full.npy", logits)
+    (d / "truncated.npy").write_bytes((d / "full.npy").read_bytes()[:500])
+    np.save(d / "objects.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    np.savez(d / "noname.npz", a=logits, b=labels)
+    (d / "adir.npy").mkdir()
+    return d
+
+
+ERROR_CASES = {
+    "missing logits": ["{d}/nope.npy"],
+    "missing labels": ["{d}/logits.npy", "--labels", "{d}/nope.npy"],
+    "missing teacher": ["{d}/logits.npy", "--teacher", "{d}/nope.npz"],
+    "garbage npy": ["{d}/garbage.npy"],
+    "garbage npz": ["{d}/garbage.npz"],
+    "truncated npy": ["{d}/truncated.npy"],
+    "object array": ["{d}/objects.npy"],
+    "directory": ["{d}/adir.npy"],
+    "npz without logits": ["{d}/noname.npz"],
+    "npz missing explicit name": [f"{DIGITS}:nope"],
+    "npz missing labels name": ["{d}/logits.npy", "--labels", "{d}/noname.npz"],
+    "labels shape": ["{d}/logits.npy", "--labels", "{d}/short_labels.npy"],
+    "float labels": ["{d}/logits.npy", "--labels", "{d}/float_labels.npy"],
+    "teacher shape": ["{d}/logits.npy", "--teacher", "{d}/teacher9.npy"],
+    "label out of range": ["{d}/logits.npy", "--labels", "{d}/bad_labels.npy"],
+    "label out of range, later chunk": [
+        "{d}/logits.npy",
+        "--labels",
+        "{d}/bad_labels.npy",
+        "--chunk-rows",
+        "7",
+    ],
+    "negative label": ["{d}/logits.npy", "--labels", "{d}/neg_labels.npy"],
+    "integer logits": ["{d}/int_logits.npy"],
+    "bad base": ["{d}/logits.npy", "--base", "1"],
+    "negative base": ["{d}/logits.npy", "--base", "-2"],
+    "unknown backend": ["{d}/logits.npy", "--backend", "no-such-backend"],
+}
+
+
+@pytest.mark.parametrize("out_name", ["out.npz", "out.parquet"])
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_errors_are_one_line(capsys, tmp_path, case, out_name):
+    if out_name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    d = _err_files(tmp_path)
+    args = [a.format(d=d) for a in ERROR_CASES[case]]
+    out = tmp_path / out_name
+    rc, stdout, err = run(capsys, "score", *args, "-o", out)
+    assert_one_line_error(rc, err)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no temp file left either
+
+
+def assert_one_line_error(rc, err):
+    assert rc != 0
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("numbaent: error: ")
+    assert len(lines[0]) > len("numbaent: error: ")
+
+
+def test_error_unavailable_backend(capsys, tmp_path):
+    info = numbaent.backends()
+    if info["cuda"].available:
+        pytest.skip("cuda is available here")
+    out = tmp_path / "o.npz"
+    rc, _, err = run(capsys, "score", DIGITS, "--backend", "cuda", "-o", out)
+    assert_one_line_error(rc, err)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "out", ["o.csv", "missing-dir/o.npz", "o.npz/"], ids=["suffix", "no dir", "dir"]
+)
+def test_error_bad_output(capsys, tmp_path, out):
+    existing = []
+    if out.endswith("/"):
+        (tmp_path / "o.npz").mkdir()
+        existing = ["o.npz"]
+    rc, _, err = run(capsys, "score", DIGITS, "-o", str(tmp_path) + "/" + out)
+    assert_one_line_error(rc, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == existing
+
+
+def test_error_output_is_input(capsys, tmp_path):
+    logits, labels, _ = digits()
+    np.savez(tmp_path / "x.npz", logits=logits, labels=labels)
+    before = (tmp_path / "x.npz").read_bytes()
+    rc, _, err = run(capsys, "score", tmp_path / "x.npz", "-o", tmp_path / "x.npz")
+    assert_one_line_error(rc, err)
+    assert (tmp_path / "x.npz").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
+
+
+def test_error_parquet_without_pyarrow(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    rc, _, err = run(capsys, "score", DIGITS, "-o", tmp_path / "o.parquet")
+    assert_one_line_error(rc, err)
+    assert "pyarrow" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["score"], ["score", str(DIGITS), "--chunk-rows", "0"], ["score", "x", "--base", "q"]],
+    ids=["no command", "no logits", "chunk 0", "bad base"],
+)
+def test_usage_errors(capsys, argv):
+    if not argv:
+        rc, _, err = run(capsys, *argv)
+        assert rc == 2 and "usage" in err
+        return
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_one_line_message_formatting():
+    assert cli._one_line(KeyError("x")) == "x"
+    assert cli._one_line(FileNotFoundError(2, "No such file", "a.npy")) == "a.npy: No such file"
+    assert cli._one_line(ValueError("first\nsecond")) == "first ..."
+    assert cli._one_line(RuntimeError()) == "RuntimeError"
+
+
+def test_bad_zip_is_one_line(capsys, tmp_path):
+    # a zip archive that is not an npz
+    with zipfile.ZipFile(tmp_path / "z.npz", "w") as zf:
+        zf.writestr("logits.npy", b"not npy data")
+    rc, _, err = run(capsys, "score", tmp_path / "z.npz")
+    assert_one_line_error(rc, err)
+
+
+# --------------------------------------------------------------------------------------------------
+# info
+# --------------------------------------------------------------------------------------------------
+
+
+def test_info(capsys):
+    rc, out, err = run(capsys, "info")
+    assert rc == 0, err
+    assert numbaent.__version__ in out
+    assert np.__version__ in out
+    for name in numbaent.backends():
+        assert any(line.split()[:1] == [name] for line in out.splitlines()), name
+    assert "numba_threads" in out
+
+
+def test_info_json(capsys):
+    import numba
+
+    rc, out, err = run(capsys, "info", "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["numbaent"] == numbaent.__version__
+    assert info["numba_threads"] == numba.get_num_threads()
+    assert set(info["backends"]) == set(numbaent.backends())
+    if not numbaent.backends()["cuda"].available:
+        assert info["cuda_device"] is None
+
+
+# --------------------------------------------------------------------------------------------------
+# python -m numbaent, in a real process
+# --------------------------------------------------------------------------------------------------
+
+
+def _python_m(*args):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "numbaent", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_python_m_score():
+    logits, labels, teacher = digits()
+    proc = _python_m("score", "examples/digits_logits.npz", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert_summary_close(json.loads(proc.stdout), direct(logits, labels, teacher).summary())
+    proc = _python_m("score", "examples/digits_logits.npz")
+    assert proc.returncode == 0, proc.stderr
+    assert "cross_entropy" in proc.stdout and "perplexity" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_python_m_error(tmp_path):
+    proc = _python_m("score", tmp_path / "missing.npy")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("numbaent: error: ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_error_output_is_input_spec(capsys, tmp_path):
+    logits, labels, _ = digits()
+    np.savez(tmp_path / "x.npz", logits=logits, labels=labels)
+    before = (tmp_path / "x.npz").read_bytes()
+    rc, _, err = run(capsys, "score", f"{tmp_path / 'x.npz'}:logits", "-o", tmp_path / "x.npz")
+    assert_one_line_error(rc, err)
+    assert (tmp_path / "x.npz").read_bytes() == before
