@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
+    load_start = machine.loadavg()
     impls = impls_mod.select(peers=not a.no_peers, gpu=not a.no_gpu)
     gpu_ok, gpu_desc = impls_mod.gpu_status()
     if not a.no_gpu and not gpu_ok:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": round(time.perf_counter() - started, 2),
     }
     mach = machine.describe()
+    mach["loadavg_start"] = load_start
     md = report.markdown(run, impls, mach, config)
     print(md)
 

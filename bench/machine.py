@@ -51,6 +51,13 @@ def _mem_total_gib() -> float | None:
     return None
 
 
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -73,6 +80,7 @@ def describe() -> dict[str, Any]:
         "cores_per_socket": cpu.get("cpu cores"),
         "cache": cpu.get("cache size"),
         "mem_total_gib": round(m, 1) if (m := _mem_total_gib()) else None,
+        "loadavg": loadavg(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "versions": {p: v for p in PACKAGES if (v := _version(p)) is not None},
@@ -81,6 +89,7 @@ def describe() -> dict[str, Any]:
         import numba
 
         d["numba_threads"] = numba.get_num_threads()
+        d["numba_svml"] = bool(getattr(numba.config, "USING_SVML", False))
         try:
             d["numba_threading_layer"] = numba.threading_layer()
         except ValueError:  # no parallel function has run yet
@@ -110,8 +119,14 @@ def as_markdown(d: dict[str, Any]) -> str:
         "- Threads: numba "
         + str(d.get("numba_threads", "?"))
         + (f" ({d['numba_threading_layer']})" if d.get("numba_threading_layer") else "")
+        + (", SVML" if d.get("numba_svml") else ", no SVML")
         + (f", torch {d['torch_threads']}" if "torch_threads" in d else ""),
         f"- GPU: {d['gpu']}",
+        "- Load average (1/5/15 min) at start: "
+        + (" ".join(map(str, d["loadavg_start"])) if d.get("loadavg_start") else "?")
+        + ", at end: "
+        + (" ".join(map(str, d["loadavg"])) if d.get("loadavg") else "?")
+        + " (load from other processes skews timings)",
         f"- Python {d['python']} on {d['platform']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in d["versions"].items()),
     ]

@@ -45,7 +45,7 @@ def cell(wl: Workload, r: Result | None) -> str:
     if r is None:
         return ""
     if r.status == "ok" and r.times:
-        s = f"{wl.input_bytes / min(r.times) / 1e9:.2f}"
+        s = _num(wl.input_bytes / min(r.times) / 1e9)
         return s + " (!)" if r.check == "MISMATCH" else s
     if r.status == "error":
         return f"error: {r.error or 'Exception'}"
@@ -59,6 +59,14 @@ def best_peer(impls: list[Impl], res: dict[str, Result], device: str) -> tuple[I
         if i.role == "peer" and i.device == device and (t := _usable(res.get(i.key))) is not None
     ]
     return min(cands, key=lambda it: it[1]) if cands else None
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _mb(nbytes: int) -> str:
+    return _num(nbytes / 1e6)
 
 
 def _ratio(num: float | None, den: float | None) -> str:
@@ -91,7 +99,7 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
         header += ["numbaent cuda vs best GPU peer", "numbaent cuda / copy"]
     rows = []
     for wl, res in run:
-        row = [wl.name, f"{wl.input_bytes / 1e6:.3g}"] + [cell(wl, res.get(i.key)) for i in impls]
+        row = [wl.name, _mb(wl.input_bytes)] + [cell(wl, res.get(i.key)) for i in impls]
         cpu_t = _min(res.get("numbaent_cpu"))
         bp = best_peer(impls, res, "cpu")
         row.append(f"{_ratio(bp[1], cpu_t)} ({bp[0].label})" if bp and cpu_t else "—")
@@ -139,7 +147,7 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
                     i.label,
                     f"{t:.4g}" if t else "",
                     f"{med:.4g}" if med else "",
-                    f"{wl.input_bytes / t / 1e9:.2f}" if t else "",
+                    _num(wl.input_bytes / t / 1e9) if t else "",
                     f"{wl.rows / t / 1e6:.3g}" if t else "",
                     f"{r.first_call_s:.3g}" if r.first_call_s is not None else "",
                     ("" if r.check == "unchecked" and r.status != "ok" else r.check)

@@ -160,9 +160,15 @@ def _log(msg: str) -> None:
 
 
 def _reference64(wl: Workload, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The harness's own float64 formula result (independent of numbaent)."""
-    raw = formulas.run(np, wl.kind, inputs, np.float64)
-    return to_host_fields(raw)[0]
+    """The harness's own float64 formula result (independent of numbaent), computed in row
+    blocks of ~2**24 elements so its float64 temporaries stay small."""
+    step = max(1, 2**24 // max(wl.cols, 1))
+    parts: dict[str, list[np.ndarray]] = {}
+    for lo in range(0, wl.rows, step):
+        block = {k: v[lo : lo + step] for k, v in inputs.items()}
+        for k, v in to_host_fields(formulas.run(np, wl.kind, block, np.float64))[0].items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def run_workload(
@@ -281,7 +287,9 @@ def run_workload(
                 f"[{wl.name}] {impl.label:24s} min {res.min_s:.4f} s  "
                 f"median {res.median_s:.4f} s  {gbs:7.2f} GB/s"
             )
-    del active, inputs, ref
+    fn = None  # drop every closure (and the device arrays it holds) before freeing pools
+    active.clear()
+    del fn, active, inputs, ref
     _free_device_memory()
     gc.collect()
     return results

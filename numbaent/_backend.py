@@ -164,7 +164,8 @@ def is_device_array(a: object) -> bool:
 
 
 def resolve(backend: str | None, *arrays: object) -> str:
-    """Concrete backend name for a call on ``arrays``; raises for an unavailable explicit choice."""
+    """Concrete backend name for a call on ``arrays``; raises for an unavailable explicit choice.
+    Calls whose arrays live on a CUDA device go to ``device_call`` instead (see ``on_device``)."""
     name = get_backend() if backend is None else _check_name(backend)
     on_device = any(is_device_array(a) for a in arrays if a is not None)
     if name == "auto":
@@ -194,3 +195,15 @@ def implementation(name: str):
     from . import _cuda
 
     return _cuda.implementation()
+
+
+def on_device(*arrays: object) -> bool:
+    return any(is_device_array(a) for a in arrays if a is not None)
+
+
+def device_call(func: str, *args, **kwargs):
+    """Run public function ``func`` on device arrays (CuPy, torch CUDA, __cuda_array_interface__):
+    same kind out, same device and stream, no host round trip. Implemented by ``numbaent._cuda``."""
+    from . import _cuda
+
+    return _cuda.device_call(func, *args, **kwargs)

@@ -16,12 +16,6 @@ from . import _validate as v
 ArrayLike = Any
 
 
-def _cuda_call(op, *args, **kwargs):
-    from . import _cuda
-
-    return _cuda.logit_call(op, *args, **kwargs)
-
-
 def _logit_rows(x, name, axis):
     xa = v.as_logits(x, name)
     ax = v.check_axis(axis, xa.ndim, name)
@@ -40,8 +34,8 @@ def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, 
     array([   0.693147, 1000.693147])
     """
     name = _backend.resolve(backend, logits)
-    if name == "cuda":
-        return _cuda_call("logsumexp", logits, axis=axis, out=out)
+    if _backend.on_device(logits):
+        return _backend.device_call("logsumexp", logits, axis=axis, out=out)
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
     target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), "none")
@@ -53,8 +47,8 @@ def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, 
 
 def _softmax_like(op, logits, axis, backend, out):
     name = _backend.resolve(backend, logits)
-    if name == "cuda":
-        return _cuda_call(op, logits, axis=axis, out=out)
+    if _backend.on_device(logits):
+        return _backend.device_call(op, logits, axis=axis, out=out)
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
     n, c = rows.data.shape
@@ -123,8 +117,8 @@ def softmax_entropy(
     v.check_choice(reduction, "reduction", v.REDUCTIONS)
     v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
     name = _backend.resolve(backend, logits)
-    if name == "cuda":
-        return _cuda_call("softmax_entropy", logits, base=base, axis=axis, reduction=reduction,
+    if _backend.on_device(logits):
+        return _backend.device_call("softmax_entropy", logits, base=base, axis=axis, reduction=reduction,
                           nan_policy=nan_policy, out=out)
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
@@ -165,8 +159,8 @@ def softmax_kl_divergence(
     v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
     t = v.check_temperature(temperature)
     name = _backend.resolve(backend, logits_p, logits_q)
-    if name == "cuda":
-        return _cuda_call("softmax_kl_divergence", logits_p, logits_q, temperature=t, base=base,
+    if _backend.on_device(logits_p, logits_q):
+        return _backend.device_call("softmax_kl_divergence", logits_p, logits_q, temperature=t, base=base,
                           axis=axis, reduction=reduction, nan_policy=nan_policy, out=out)
     impl = _backend.implementation(name)
     rp = _logit_rows(logits_p, "logits_p", axis)
@@ -239,8 +233,8 @@ def softmax_cross_entropy(
     eps = v.check_label_smoothing(label_smoothing)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     name = _backend.resolve(backend, logits, target, weight)
-    if name == "cuda":
-        return _cuda_call("softmax_cross_entropy", logits, target, weight=weight,
+    if _backend.on_device(logits, target, weight):
+        return _backend.device_call("softmax_cross_entropy", logits, target, weight=weight,
                           ignore_index=ignore_index, label_smoothing=eps, reduction=reduction,
                           base=base, axis=axis, nan_policy=nan_policy, out=out)
     impl = _backend.implementation(name)

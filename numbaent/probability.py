@@ -22,12 +22,11 @@ def _prob_call(op: str, p, q, *, base, axis, normalize, reduction, nan_policy, b
     v.check_choice(reduction, "reduction", v.REDUCTIONS)
     v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
     name = _backend.resolve(backend, p, q)
-    if name == "cuda":
-        from . import _cuda
-
-        return _cuda.prob_call(
-            op, p, q, base=base, axis=axis, normalize=normalize, reduction=reduction,
-            nan_policy=nan_policy, out=out, pq_names=pq_names,
+    if _backend.on_device(p, q):
+        args = (p,) if q is None else (p, q)
+        return _backend.device_call(
+            op, *args, base=base, axis=axis, normalize=normalize, reduction=reduction,
+            nan_policy=nan_policy, out=out,
         )
     impl = _backend.implementation(name)
     pn, qn = pq_names

@@ -116,11 +116,9 @@ def score(
     t = v.check_temperature(temperature)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     name = _backend.resolve(backend, logits, labels, teacher_logits)
-    if name == "cuda":
-        from . import _cuda
-
-        return _cuda.score_call(logits, labels, teacher_logits=teacher_logits, temperature=t,
-                                ignore_index=ignore_index, base=base, axis=axis)
+    if _backend.on_device(logits, labels, teacher_logits):
+        return _backend.device_call("score", logits, labels, teacher_logits=teacher_logits,
+                                    temperature=t, ignore_index=ignore_index, base=base, axis=axis)
     impl = _backend.implementation(name)
     xa = v.as_logits(logits, "logits")
     ax = v.check_axis(axis, xa.ndim, "logits")

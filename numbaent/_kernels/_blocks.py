@@ -26,11 +26,17 @@ from numba import njit
 from .._vmath import cst, key, ld, unkey, vexpm
 
 BLOCK = 1024
-FASTMATH = {"nsz", "contract", "reassoc", "arcp"}  # never nnan / ninf: inf and NaN are contract
+# Only the innermost block loops (the block_* functions) get FASTMATH: reassociation is what lets a
+# float reduction vectorise. Row-level code and kernels are compiled WITHOUT it (KERNEL), because
+# reassociating e.g. (m - x[y]) + log(S) into m + (log(S) - x[y]) loses everything for logits of
+# 1e30. Never nnan / ninf: inf and NaN are part of the contract.
+FASTMATH = {"nsz", "contract", "reassoc", "arcp"}
+KERNEL = {"parallel": True, "fastmath": False, "error_model": "numpy"}
+ROW = {"fastmath": False, "error_model": "numpy"}
 NINF = -np.inf
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
 def block_max(r, lo, hi, like):
     """Max of ld(r[lo:hi]) as the math type of ``like`` (NaN-ignoring except NaN with sign clear)."""
     k = key(cst(like, NINF))
@@ -40,7 +46,7 @@ def block_max(r, lo, hi, like):
     return unkey(k, like)
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
 def block_max_scaled(r, lo, hi, like, scale):
     """Max of ld(r[j]) * scale (scale > 0)."""
     k = key(cst(like, NINF))
@@ -50,28 +56,28 @@ def block_max_scaled(r, lo, hi, like, scale):
     return unkey(k, like)
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
 def block_sumexp(r, lo, hi, m):
-    s = m * 0
+    s = cst(m, 0.0)
     for j in range(lo, hi):
         s += vexpm(cst(m, ld(r[j])) - m)
     return s
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
 def block_sumexp_t(r, lo, hi, m):
     """(sum e, sum e * (x - m)) with e = exp(x - m); a term with e == 0 adds 0 to the second sum."""
-    s = m * 0
-    t = m * 0
+    s = cst(m, 0.0)
+    t = cst(m, 0.0)
     for j in range(lo, hi):
         d = cst(m, ld(r[j])) - m
         e = vexpm(d)
         s += e
-        t += m * 0 if e == 0 else e * d
+        t += cst(m, 0.0) if e == 0 else e * d
     return s, t
 
 
-@njit
+@njit(**ROW)
 def rescale(m_old, m_new):
     """exp(m_old - m_new) in float64, 0 when m_old is -inf (an empty state)."""
     if m_old == NINF:
@@ -79,14 +85,14 @@ def rescale(m_old, m_new):
     return math.exp(float(m_old) - float(m_new))
 
 
-@njit
+@njit(error_model="numpy")
 def ref_of(m):
     """Reference point for exp(x - ref): the running max, or 0 while it is -inf (then every term
     is exp(-inf) = 0 or NaN, which is exactly what such a block contributes)."""
-    return m * 0 if m == NINF else m
+    return cst(m, 0.0) if m == NINF else m
 
 
-@njit
+@njit(error_model="numpy")
 def update_max(m, bm):
     """Running max update that lets a NaN maximum (a NaN with the sign bit clear) stick."""
     if bm > m or bm != bm:
@@ -94,7 +100,7 @@ def update_max(m, bm):
     return m
 
 
-@njit(fastmath=FASTMATH)
+@njit(**ROW)
 def row_lse(r, like):
     """Online log-sum-exp state (m, S) of one row: lse = m + log(S). S is float64."""
     c = r.shape[0]
@@ -110,7 +116,7 @@ def row_lse(r, like):
     return m, S
 
 
-@njit(fastmath=FASTMATH)
+@njit(**ROW)
 def row_lse_t(r, like):
     """(m, S, T) with T = sum exp(x - m) * (x - m): softmax entropy = log S - T / S."""
     c = r.shape[0]
@@ -130,3 +136,25 @@ def row_lse_t(r, like):
         S += float(s)
         T += float(t)
     return m, S, T
+
+
+# KL between two softmax rows a (reference) and b keeps U = sum_j ea_j ((a_j - ra) - (b_j - rb)),
+# ea_j = exp(a_j - ra), relative to the running references ra, rb (see ref_of), so that
+#     KL = U / Sa + (log Sb - log Sa)
+# never subtracts two large log-sum-exps (logits of 1e30 would cancel to garbage).
+
+
+@njit(**ROW)
+def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new):
+    """Move both references at once (returns U, Sa): each ea scales by f = exp(ra - ra') and each
+    (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows, whose
+    two moves are equal, keep U exactly 0."""
+    f = rescale(ma_old, ma_new)
+    da = float(ref_of(ma_new)) - float(ref_of(ma_old))
+    db = float(rb_new) - float(rb_old)
+    return f * U + (db - da) * (f * Sa), f * Sa
+
+
+@njit(**ROW)
+def kl_from_states(U, Sa, Sb):
+    return U / Sa + (np.log(Sb) - np.log(Sa))

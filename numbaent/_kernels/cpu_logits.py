@@ -16,9 +16,13 @@ from .._vmath import cst, ld, vexp, vexpm
 from ._blocks import (
     BLOCK,
     FASTMATH,
+    KERNEL,
     NINF,
+    ROW,
     block_max,
     block_max_scaled,
+    kl_from_states,
+    kl_move,
     ref_of,
     rescale,
     row_lse,
@@ -27,14 +31,14 @@ from ._blocks import (
 )
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def logsumexp(x, out):
     for i in prange(x.shape[0]):
         m, S = row_lse(x[i], out)
         out[i] = float(m) + np.log(S)
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def log_softmax(x, out):
     c = x.shape[1]
     for i in prange(x.shape[0]):
@@ -47,7 +51,7 @@ def log_softmax(x, out):
             o[j] = (cst(out, ld(r[j])) - mm) - ls
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def softmax(x, out):
     c = x.shape[1]
     for i in prange(x.shape[0]):
@@ -60,7 +64,7 @@ def softmax(x, out):
             o[j] = vexp((cst(out, ld(r[j])) - mm) - ls)
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def softmax_entropy(x, out):
     for i in prange(x.shape[0]):
         m, S, T = row_lse_t(x[i], out)
@@ -71,7 +75,22 @@ def softmax_entropy(x, out):
 # softmax cross-entropy
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_linear(r, t, w, a, b, lo, hi, rm):
+    z = cst(rm, 0.0)
+    s = z
+    cs = z
+    lin = z
+    for j in range(lo, hi):
+        xv = cst(rm, ld(r[j]))
+        s += vexpm(xv - rm)
+        cj = cst(rm, w[j]) * (cst(rm, ld(t[j])) * a + b)
+        cs += cj
+        lin += z if cj == 0 else cj * (rm - xv)
+    return s, cs, lin
+
+
+@njit(**ROW)
 def _row_lse_linear(r, t, w, a, b, like):
     """Online (m, S) plus the linear term of a target distribution with coefficients
     c_j = w[j] * (t[j] * a + b):  returns (m, S, Csum, A) with A = sum_j c_j (m - x_j), so that
@@ -94,24 +113,16 @@ def _row_lse_linear(r, t, w, a, b, like):
         if float(rm) != ref:
             A += (float(rm) - ref) * Csum
             ref = float(rm)
-        s = rm * 0
-        cs = rm * 0
-        lin = rm * 0
-        for j in range(lo, hi):
-            xv = cst(like, ld(r[j]))
-            s += vexpm(xv - rm)
-            cj = cst(like, w[j]) * (cst(like, ld(t[j])) * a + b)
-            cs += cj
-            lin += rm * 0 if cj == 0 else cj * (rm - xv)
+        s, cs, lin = _blk_linear(r, t, w, a, b, lo, hi, rm)
         S += float(s)
         Csum += float(cs)
         A += float(lin)
-    if float(m) != ref:
+    if m != NINF and float(m) != ref:
         A += (float(m) - ref) * Csum
     return m, S, Csum, A
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def ce_labels(x, y, ignore_index, out, rowweight, bad):
     """Integer labels, no weight, no smoothing: out = lse - x[y]; ignored rows 0; bad labels flagged."""
     c = x.shape[1]
@@ -131,7 +142,7 @@ def ce_labels(x, y, ignore_index, out, rowweight, bad):
         rowweight[i] = 1
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def ce_labels_general(x, y, w, ignore_index, eps, ones, out, rowweight, bad):
     """Integer labels with class weights ``w`` (ones when none) and label smoothing ``eps``:
     out = (1 - eps) w[y] (lse - x[y]) + eps / C * sum_j w[j] (lse - x[j])   (torch's definition)."""
@@ -162,7 +173,7 @@ def ce_labels_general(x, y, w, ignore_index, eps, ones, out, rowweight, bad):
         rowweight[i] = wy
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def ce_soft(x, t, w, eps, out):
     """Probability targets: out = sum_j w[j] (t[j] (1 - eps) + eps / C) (lse - x[j])."""
     c = x.shape[1]
@@ -170,18 +181,38 @@ def ce_soft(x, t, w, eps, out):
     b = cst(out, eps / c) if c > 0 else cst(out, 0.0)
     for i in prange(x.shape[0]):
         m, S, Csum, A = _row_lse_linear(x[i], t[i], w, a, b, out)
-        out[i] = Csum * np.log(S) + A if Csum != 0 else A
+        if S != S:  # a NaN logit: NaN even where its target is 0
+            out[i] = np.nan
+        else:  # all-zero coefficients give 0, also on an empty or all -inf row
+            out[i] = Csum * np.log(S) + A if Csum != 0 else A
 
 
 # --------------------------------------------------------------------------------------------------
 # KL divergence between two softmax rows at a temperature
 
 
-@njit(fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
+def blk_kl(rp, rq, lo, hi, ra, rb, inv_t):
+    """Block sums for KL at a temperature, a = p/T, b = q/T:
+    (sum ea, sum eb, sum ea ((a - ra) - (b - rb))); a term with ea == 0 adds 0."""
+    z = cst(ra, 0.0)
+    sa = z
+    sb = z
+    u = z
+    for j in range(lo, hi):
+        da = cst(ra, ld(rp[j])) * inv_t - ra
+        db = cst(ra, ld(rq[j])) * inv_t - rb
+        ea = vexpm(da)
+        sa += ea
+        sb += vexpm(db)
+        u += z if ea == 0 else ea * (da - db)
+    return sa, sb, u
+
+
+@njit(**ROW)
 def row_kl(rp, rq, inv_t, like):
-    """D(softmax(p/T) || softmax(q/T)) for one pair of rows, in one pass over both.
-    With a = p/T, b = q/T:  KL = sum_j pa_j (a_j - b_j) - lse(a) + lse(b), pa = softmax(a);
-    U = sum_j exp(a_j - m_a) (a_j - b_j) is rescaled with S_a when m_a moves."""
+    """D(softmax(p/T) || softmax(q/T)) for one pair of rows, in one pass over both
+    (state and references: see kl_move in _blocks)."""
     c = rp.shape[0]
     ma = cst(like, NINF)
     mb = cst(like, NINF)
@@ -191,34 +222,20 @@ def row_kl(rp, rq, inv_t, like):
     for lo in range(0, c, BLOCK):
         hi = min(lo + BLOCK, c)
         bma = update_max(ma, block_max_scaled(rp, lo, hi, like, inv_t))
-        if bma != ma:
-            f = rescale(ma, bma)
-            Sa *= f
-            U *= f
-            ma = bma
         bmb = update_max(mb, block_max_scaled(rq, lo, hi, like, inv_t))
-        if bmb != mb:
+        if bma != ma or bmb != mb:
+            U, Sa = kl_move(U, Sa, ma, bma, ref_of(mb), ref_of(bmb))
             Sb *= rescale(mb, bmb)
+            ma = bma
             mb = bmb
-        ra = ref_of(ma)
-        rb = ref_of(mb)
-        sa = ra * 0
-        sb = ra * 0
-        u = ra * 0
-        for j in range(lo, hi):
-            av = cst(like, ld(rp[j])) * inv_t
-            bv = cst(like, ld(rq[j])) * inv_t
-            ea = vexpm(av - ra)
-            sa += ea
-            sb += vexpm(bv - rb)
-            u += ra * 0 if ea == 0 else ea * (av - bv)
+        sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), inv_t)
         Sa += float(sa)
         Sb += float(sb)
         U += float(u)
-    return U / Sa - (float(ma) + np.log(Sa)) + (float(mb) + np.log(Sb))
+    return kl_from_states(U, Sa, Sb)
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def softmax_kl(xp, xq, inv_t, out):
     it = cst(out, inv_t)
     for i in prange(xp.shape[0]):

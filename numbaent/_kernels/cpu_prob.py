@@ -8,7 +8,9 @@ bit 1 = a negative value in p, bit 2 = a negative value in q.
 Terms with p == 0 contribute exactly 0 (0 log 0 = 0, 0 log(0/0) = 0). The test is ``p == 0``, not
 ``p > 0``, so a NaN p still poisons the sum. A NaN in q where p == 0 is caught by counting NaNs in q.
 Block sums are in the math type over at most BLOCK elements and are added up in float64, so the error
-does not grow with C.
+does not grow with C. Only the block loops are compiled with FASTMATH (reassociation lets them
+vectorise); the kernels and their per-row epilogues are not, so no rounding-sensitive expression is
+reordered.
 """
 
 from __future__ import annotations
@@ -17,133 +19,154 @@ import numpy as np
 from numba import njit, prange
 
 from .._vmath import cst, ld, vlog
-from ._blocks import BLOCK, FASTMATH
+from ._blocks import BLOCK, FASTMATH, KERNEL, ROW
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_entropy(r, lo, hi, like):
+    z = cst(like, 0.0)
+    s = z
+    a = z
+    neg = 0
+    for j in range(lo, hi):
+        v = cst(like, ld(r[j]))
+        s += v
+        a += z if v == 0 else v * vlog(v)
+        neg += v < 0
+    return s, a, neg
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_pq(rp, rq, lo, hi, like, kl):
+    """(sum p, sum q, sum p log q  [or sum p (log p - log q) when kl], #p<0, #q<0, #NaN in q)."""
+    z = cst(like, 0.0)
+    sp = z
+    sq = z
+    b = z
+    negp = 0
+    negq = 0
+    nanq = 0
+    for j in range(lo, hi):
+        pv = cst(like, ld(rp[j]))
+        qv = cst(like, ld(rq[j]))
+        sp += pv
+        sq += qv
+        if kl:
+            b += z if pv == 0 else pv * (vlog(pv) - vlog(qv))
+        else:
+            b += z if pv == 0 else pv * vlog(qv)
+        negp += pv < 0
+        negq += qv < 0
+        nanq += qv != qv
+    return sp, sq, b, negp, negq, nanq
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_js(rp, rq, lo, hi, fp, fq):
+    z = cst(fp, 0.0)
+    half = cst(fp, 0.5)
+    a = z
+    for j in range(lo, hi):
+        pv = cst(fp, ld(rp[j])) * fp
+        qv = cst(fp, ld(rq[j])) * fq
+        lm = vlog((pv + qv) * half)
+        a += z if pv == 0 else pv * (vlog(pv) - lm)
+        a += z if qv == 0 else qv * (vlog(qv) - lm)
+    return a
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_sum_neg(r, lo, hi, like):
+    s = cst(like, 0.0)
+    neg = 0
+    for j in range(lo, hi):
+        v = cst(like, ld(r[j]))
+        s += v
+        neg += v < 0
+    return s, neg
+
+
+@njit(**KERNEL)
 def entropy(p, normalize, out, flags):
     """H = -sum p log p; with normalize: H(p / S) = log S - (sum p log p) / S."""
     c = p.shape[1]
-    z = cst(out, 0.0)
     for i in prange(p.shape[0]):
         r = p[i]
         S = 0.0
         A = 0.0
         neg = 0
         for lo in range(0, c, BLOCK):
-            hi = min(lo + BLOCK, c)
-            s = z
-            a = z
-            for j in range(lo, hi):
-                v = cst(out, ld(r[j]))
-                s += v
-                a += z if v == 0 else v * vlog(v)
-                neg += v < 0
+            s, a, ng = _blk_entropy(r, lo, min(lo + BLOCK, c), out)
             S += float(s)
             A += float(a)
+            neg += ng
         flags[i] = 1 if neg > 0 else 0
-        if normalize:
+        if normalize and c > 0:  # an empty row is 0, normalized or not
             out[i] = np.log(S) - A / S
         else:
             out[i] = -A
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**ROW)
+def _row_pq(rp, rq, like, kl):
+    c = rp.shape[0]
+    Sp = 0.0
+    Sq = 0.0
+    B = 0.0
+    negp = 0
+    negq = 0
+    nanq = 0
+    for lo in range(0, c, BLOCK):
+        sp, sq, b, n1, n2, n3 = _blk_pq(rp, rq, lo, min(lo + BLOCK, c), like, kl)
+        Sp += float(sp)
+        Sq += float(sq)
+        B += float(b)
+        negp += n1
+        negq += n2
+        nanq += n3
+    flag = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
+    return Sp, Sq, B, flag, nanq > 0
+
+
+@njit(**KERNEL)
 def cross_entropy(p, q, q_step, normalize, out, flags):
     """H(p, q) = -sum p log q; with normalize: log Sq - (sum p log q) / Sp."""
     c = p.shape[1]
-    z = cst(out, 0.0)
     for i in prange(p.shape[0]):
-        rp = p[i]
-        rq = q[i * q_step]
-        Sp = 0.0
-        Sq = 0.0
-        B = 0.0
-        negp = 0
-        negq = 0
-        nanq = 0
-        for lo in range(0, c, BLOCK):
-            hi = min(lo + BLOCK, c)
-            sp = z
-            sq = z
-            b = z
-            for j in range(lo, hi):
-                pv = cst(out, ld(rp[j]))
-                qv = cst(out, ld(rq[j]))
-                sp += pv
-                sq += qv
-                b += z if pv == 0 else pv * vlog(qv)
-                negp += pv < 0
-                negq += qv < 0
-                nanq += qv != qv
-            Sp += float(sp)
-            Sq += float(sq)
-            B += float(b)
-        flags[i] = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
-        res = np.log(Sq) - B / Sp if normalize else -B
-        out[i] = np.nan if nanq > 0 else res
+        Sp, Sq, B, flag, has_nan = _row_pq(p[i], q[i * q_step], out, False)
+        flags[i] = flag
+        res = np.log(Sq) - B / Sp if normalize and c > 0 else -B
+        out[i] = np.nan if has_nan else res
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def kl_divergence(p, q, q_step, normalize, out, flags):
     """D(p || q) = sum p (log p - log q); with normalize: K / Sp - log Sp + log Sq."""
     c = p.shape[1]
-    z = cst(out, 0.0)
     for i in prange(p.shape[0]):
-        rp = p[i]
-        rq = q[i * q_step]
-        Sp = 0.0
-        Sq = 0.0
-        K = 0.0
-        negp = 0
-        negq = 0
-        nanq = 0
-        for lo in range(0, c, BLOCK):
-            hi = min(lo + BLOCK, c)
-            sp = z
-            sq = z
-            k = z
-            for j in range(lo, hi):
-                pv = cst(out, ld(rp[j]))
-                qv = cst(out, ld(rq[j]))
-                sp += pv
-                sq += qv
-                k += z if pv == 0 else pv * (vlog(pv) - vlog(qv))
-                negp += pv < 0
-                negq += qv < 0
-                nanq += qv != qv
-            Sp += float(sp)
-            Sq += float(sq)
-            K += float(k)
-        flags[i] = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
-        res = K / Sp - np.log(Sp) + np.log(Sq) if normalize else K
-        out[i] = np.nan if nanq > 0 else res
+        Sp, Sq, K, flag, has_nan = _row_pq(p[i], q[i * q_step], out, True)
+        flags[i] = flag
+        res = K / Sp + (np.log(Sq) - np.log(Sp)) if normalize and c > 0 else K
+        out[i] = np.nan if has_nan else res
 
 
-@njit(fastmath=FASTMATH)
+@njit(**ROW)
 def _row_sum_neg(r, like):
     c = r.shape[0]
     S = 0.0
     neg = 0
-    z = cst(like, 0.0)
     for lo in range(0, c, BLOCK):
-        hi = min(lo + BLOCK, c)
-        s = z
-        for j in range(lo, hi):
-            v = cst(like, ld(r[j]))
-            s += v
-            neg += v < 0
+        s, ng = _blk_sum_neg(r, lo, min(lo + BLOCK, c), like)
         S += float(s)
+        neg += ng
     return S, neg
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def js_divergence(p, q, q_step, normalize, out, flags):
     """JS = 1/2 sum [p log(p/m) + q log(q/m)], m = (p + q) / 2; normalize scales p, q first
     (a first pass for the sums: the mixture m does not allow a closed-form correction)."""
     c = p.shape[1]
-    z = cst(out, 0.0)
-    half = cst(out, 0.5)
     for i in prange(p.shape[0]):
         rp = p[i]
         rq = q[i * q_step]
@@ -154,13 +177,5 @@ def js_divergence(p, q, q_step, normalize, out, flags):
         fq = cst(out, 1.0 / Sq) if normalize else cst(out, 1.0)
         J = 0.0
         for lo in range(0, c, BLOCK):
-            hi = min(lo + BLOCK, c)
-            a = z
-            for j in range(lo, hi):
-                pv = cst(out, ld(rp[j])) * fp
-                qv = cst(out, ld(rq[j])) * fq
-                lm = vlog((pv + qv) * half)
-                a += z if pv == 0 else pv * (vlog(pv) - lm)
-                a += z if qv == 0 else qv * (vlog(qv) - lm)
-            J += float(a)
+            J += float(_blk_js(rp, rq, lo, min(lo + BLOCK, c), fp, fq))
         out[i] = 0.5 * J

@@ -16,16 +16,67 @@ from .._vmath import cst, ld, vexpm
 from ._blocks import (
     BLOCK,
     FASTMATH,
+    KERNEL,
     NINF,
+    ROW,
     block_max,
     block_max_scaled,
+    block_sumexp_t,
+    kl_from_states,
+    kl_move,
     ref_of,
     rescale,
     update_max,
 )
 
 
-@njit
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_teacher(r, rt, lo, hi, rm, rt_):
+    """T = 1: (sum e, sum e d, sum et, sum et ((a - ra) - d)) with d = x - rm, a = teacher logit."""
+    z = cst(rm, 0.0)
+    s = z
+    t = z
+    st = z
+    u = z
+    for j in range(lo, hi):
+        xv = cst(rm, ld(r[j]))
+        d = xv - rm
+        e = vexpm(d)
+        s += e
+        t += z if e == 0 else e * d
+        da = cst(rm, ld(rt[j])) - rt_
+        et = vexpm(da)
+        st += et
+        u += z if et == 0 else et * (da - d)
+    return s, t, st, u
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
+    """T != 1: as _blk_teacher, plus the model's own exp-sum at the temperature (b = x / T)."""
+    z = cst(rm, 0.0)
+    s = z
+    t = z
+    sb = z
+    st = z
+    u = z
+    rb = rm * it
+    for j in range(lo, hi):
+        xv = cst(rm, ld(r[j]))
+        d = xv - rm
+        e = vexpm(d)
+        s += e
+        t += z if e == 0 else e * d
+        db = xv * it - rb
+        sb += vexpm(db)
+        da = cst(rm, ld(rt[j])) * it - rt_
+        et = vexpm(da)
+        st += et
+        u += z if et == 0 else et * (da - db)
+    return s, t, sb, st, u
+
+
+@njit(**ROW)
 def _first_index(r, lo, hi, v, like):
     for j in range(lo, hi):
         if cst(like, ld(r[j])) == v:
@@ -33,7 +84,7 @@ def _first_index(r, lo, hi, v, like):
     return lo
 
 
-@njit
+@njit(**ROW)
 def _first_nan(r):
     for j in range(r.shape[0]):
         v = ld(r[j])
@@ -42,7 +93,7 @@ def _first_nan(r):
     return -1
 
 
-@njit(parallel=True, fastmath=FASTMATH)
+@njit(**KERNEL)
 def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, kl, bad):
     c = x.shape[1]
     it = cst(lse, inv_t)
@@ -61,6 +112,11 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
         for lo in range(0, c, BLOCK):
             hi = min(lo + BLOCK, c)
             bm = update_max(m, block_max(r, lo, hi, lse))
+            if has_teacher:  # KL(teacher || model): a = teacher / T, b = logits / T
+                bmt = update_max(mt, block_max_scaled(rt, lo, hi, lse, it))
+                if bmt != mt or bm != m:
+                    U, St = kl_move(U, St, mt, bmt, ref_of(m) * it, ref_of(bm) * it)
+                    mt = bmt
             if bm != m:
                 f = rescale(m, bm)
                 if m != NINF:
@@ -72,50 +128,14 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                     am = _first_index(r, lo, hi, bm, lse)
                 m = bm
             rm = ref_of(m)
-            s = rm * 0
-            t = rm * 0
             if not has_teacher:
-                for j in range(lo, hi):
-                    d = cst(lse, ld(r[j])) - rm
-                    e = vexpm(d)
-                    s += e
-                    t += rm * 0 if e == 0 else e * d
+                s, t = block_sumexp_t(r, lo, hi, rm)
             else:
-                bmt = update_max(mt, block_max_scaled(rt, lo, hi, lse, it))
-                if bmt != mt:
-                    f = rescale(mt, bmt)
-                    St *= f
-                    U *= f
-                    mt = bmt
                 rt_ = ref_of(mt)
-                st = rm * 0
-                u = rm * 0
                 if one_t:
-                    for j in range(lo, hi):
-                        xv = cst(lse, ld(r[j]))
-                        d = xv - rm
-                        e = vexpm(d)
-                        s += e
-                        t += rm * 0 if e == 0 else e * d
-                        av = cst(lse, ld(rt[j]))
-                        et = vexpm(av - rt_)
-                        st += et
-                        u += rm * 0 if et == 0 else et * (av - xv)
+                    s, t, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
                 else:
-                    rb = rm * it
-                    sb = rm * 0
-                    for j in range(lo, hi):
-                        xv = cst(lse, ld(r[j]))
-                        d = xv - rm
-                        e = vexpm(d)
-                        s += e
-                        t += rm * 0 if e == 0 else e * d
-                        bv = xv * it
-                        sb += vexpm(bv - rb)
-                        av = cst(lse, ld(rt[j])) * it
-                        et = vexpm(av - rt_)
-                        st += et
-                        u += rm * 0 if et == 0 else et * (av - bv)
+                    s, t, sb, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
                     Sb += float(sb)
                 St += float(st)
                 U += float(u)
@@ -130,11 +150,7 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                 am = nan_at
         amax[i] = am
         if has_teacher:
-            if one_t:
-                lb = float(m) + logS
-            else:
-                lb = float(m * it) + np.log(Sb)
-            kl[i] = U / St - (float(mt) + np.log(St)) + lb
+            kl[i] = kl_from_states(U, St, S if one_t else Sb)
         if has_labels:
             lab = y[i]
             if lab == ignore_index:

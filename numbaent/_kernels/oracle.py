@@ -84,32 +84,33 @@ def js_divergence(p, q, normalize):
 # logit rows
 
 
-def _lse_and_valid(x):
-    """(lse, valid): lse per row; valid rows have no NaN, no +inf and at least one finite value."""
+def _shift(x):
+    """(x - m, log sum exp(x - m), m, valid) per row, m the row max. Valid rows have no NaN, no
+    +inf and at least one finite value. Working with x - m keeps huge logits (1e30, 3e38) exact."""
     x = _f64(x)
     n, c = x.shape
     if c == 0:
-        return np.full(n, -np.inf), np.zeros(n, bool)
+        return x, np.full(n, -np.inf), np.full(n, -np.inf), np.zeros(n, bool)
     m = x.max(axis=1)
-    nan_row = _row_has_nan(x)
-    valid = np.isfinite(m) & ~nan_row
+    valid = np.isfinite(m) & ~_row_has_nan(x)
     ms = np.where(valid, m, 0.0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        lse = ms + np.log(np.exp(x - ms[:, None]).sum(axis=1))
-    lse = np.where(valid, lse, np.nan)
-    lse[(m == -np.inf) & ~nan_row] = -np.inf  # all -inf: logsumexp is -inf (other results NaN)
-    return lse, valid
+        d = x - ms[:, None]
+        log_s = np.log(np.exp(d).sum(axis=1))
+    return d, log_s, m, valid
 
 
 def logsumexp(x):
-    return _lse_and_valid(x)[0]
+    d, log_s, m, valid = _shift(x)
+    lse = np.where(valid, m + log_s, np.nan)
+    lse[(m == -np.inf) & ~_row_has_nan(_f64(x))] = -np.inf  # all -inf (or empty): -inf
+    return lse
 
 
 def log_softmax(x):
-    x = _f64(x)
-    lse, valid = _lse_and_valid(x)
+    d, log_s, _, valid = _shift(x)
     with np.errstate(invalid="ignore"):
-        out = x - lse[:, None]
+        out = d - log_s[:, None]
     out[~valid] = np.nan
     return out
 
@@ -161,7 +162,9 @@ def ce_soft(x, t, weight, eps):
     c = x.shape[1]
     w = np.ones(c) if weight is None else _f64(weight)
     coef = w * (_f64(t) * (1.0 - eps) + (eps / c if c else 0.0))
-    return _weighted_nll(log_softmax(x), coef)
+    loss = _weighted_nll(log_softmax(x), coef)
+    loss[_row_has_nan(x)] = np.nan  # a NaN logit poisons the row even where its target is 0
+    return loss
 
 
 def softmax_kl(xp, xq, inv_t):
