@@ -39,8 +39,11 @@ NINF = -np.inf
 @njit(fastmath=FASTMATH, error_model="numpy")
 def block_max(r, lo, hi, like):
     """Max of ld(r[lo:hi]) as the math type of ``like`` (NaN-ignoring except NaN with sign clear)."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
     k = key(cst(like, NINF))
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         kk = key(cst(like, ld(r[j])))
         k = kk if kk > k else k
     return unkey(k, like)
@@ -49,8 +52,11 @@ def block_max(r, lo, hi, like):
 @njit(fastmath=FASTMATH, error_model="numpy")
 def block_max_scaled(r, lo, hi, like, scale):
     """Max of ld(r[j]) * scale (scale > 0)."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
     k = key(cst(like, NINF))
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         kk = key(cst(like, ld(r[j])) * scale)
         k = kk if kk > k else k
     return unkey(k, like)
@@ -58,8 +64,11 @@ def block_max_scaled(r, lo, hi, like, scale):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def block_sumexp(r, lo, hi, m):
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
     s = cst(m, 0.0)
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         s += vexpm(cst(m, ld(r[j])) - m)
     return s
 
@@ -67,9 +76,12 @@ def block_sumexp(r, lo, hi, m):
 @njit(fastmath=FASTMATH, error_model="numpy")
 def block_sumexp_t(r, lo, hi, m):
     """(sum e, sum e * (x - m)) with e = exp(x - m); a term with e == 0 adds 0 to the second sum."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
     s = cst(m, 0.0)
     t = cst(m, 0.0)
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         d = cst(m, ld(r[j])) - m
         e = vexpm(d)
         s += e

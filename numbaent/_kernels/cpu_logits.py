@@ -77,11 +77,16 @@ def softmax_entropy(x, out):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_linear(r, t, w, a, b, lo, hi, rm):
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
+    t = t[lo:hi]
+    w = w[lo:hi]
     z = cst(rm, 0.0)
     s = z
     cs = z
     lin = z
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         s += vexpm(xv - rm)
         cj = cst(rm, w[j]) * (cst(rm, ld(t[j])) * a + b)
@@ -195,11 +200,15 @@ def ce_soft(x, t, w, eps, out):
 def blk_kl(rp, rq, lo, hi, ra, rb, inv_t):
     """Block sums for KL at a temperature, a = p/T, b = q/T:
     (sum ea, sum eb, sum ea ((a - ra) - (b - rb))); a term with ea == 0 adds 0."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    rp = rp[lo:hi]
+    rq = rq[lo:hi]
     z = cst(ra, 0.0)
     sa = z
     sb = z
     u = z
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         da = cst(ra, ld(rp[j])) * inv_t - ra
         db = cst(ra, ld(rq[j])) * inv_t - rb
         ea = vexpm(da)

@@ -24,11 +24,14 @@ from ._blocks import BLOCK, FASTMATH, KERNEL, ROW
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_entropy(r, lo, hi, like):
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
     z = cst(like, 0.0)
     s = z
     a = z
     neg = 0
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         v = cst(like, ld(r[j]))
         s += v
         a += z if v == 0 else v * vlog(v)
@@ -39,6 +42,10 @@ def _blk_entropy(r, lo, hi, like):
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_pq(rp, rq, lo, hi, like, kl):
     """(sum p, sum q, sum p log q  [or sum p (log p - log q) when kl], #p<0, #q<0, #NaN in q)."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    rp = rp[lo:hi]
+    rq = rq[lo:hi]
     z = cst(like, 0.0)
     sp = z
     sq = z
@@ -46,7 +53,7 @@ def _blk_pq(rp, rq, lo, hi, like, kl):
     negp = 0
     negq = 0
     nanq = 0
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         pv = cst(like, ld(rp[j]))
         qv = cst(like, ld(rq[j]))
         sp += pv
@@ -63,10 +70,14 @@ def _blk_pq(rp, rq, lo, hi, like, kl):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_js(rp, rq, lo, hi, fp, fq):
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    rp = rp[lo:hi]
+    rq = rq[lo:hi]
     z = cst(fp, 0.0)
     half = cst(fp, 0.5)
     a = z
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         pv = cst(fp, ld(rp[j])) * fp
         qv = cst(fp, ld(rq[j])) * fq
         lm = vlog((pv + qv) * half)
@@ -77,9 +88,12 @@ def _blk_js(rp, rq, lo, hi, fp, fq):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_sum_neg(r, lo, hi, like):
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
     s = cst(like, 0.0)
     neg = 0
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         v = cst(like, ld(r[j]))
         s += v
         neg += v < 0

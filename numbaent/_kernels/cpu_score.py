@@ -33,12 +33,16 @@ from ._blocks import (
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_teacher(r, rt, lo, hi, rm, rt_):
     """T = 1: (sum e, sum e d, sum et, sum et ((a - ra) - d)) with d = x - rm, a = teacher logit."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
+    rt = rt[lo:hi]
     z = cst(rm, 0.0)
     s = z
     t = z
     st = z
     u = z
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         d = xv - rm
         e = vexpm(d)
@@ -54,6 +58,10 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
     """T != 1: as _blk_teacher, plus the model's own exp-sum at the temperature (b = x / T)."""
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
+    rt = rt[lo:hi]
     z = cst(rm, 0.0)
     s = z
     t = z
@@ -61,7 +69,7 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
     st = z
     u = z
     rb = rm * it
-    for j in range(lo, hi):
+    for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         d = xv - rm
         e = vexpm(d)
@@ -78,9 +86,12 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
 
 @njit(**ROW)
 def _first_index(r, lo, hi, v, like):
-    for j in range(lo, hi):
+    # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
+    # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
+    r = r[lo:hi]
+    for j in range(hi - lo):
         if cst(like, ld(r[j])) == v:
-            return j
+            return lo + j
     return lo
 
 
