@@ -106,7 +106,7 @@ def as_array(a, name: str) -> np.ndarray:
 def as_probabilities(a, name: str) -> np.ndarray:
     """Probabilities or counts: floats as they are, integers and bools converted to float64."""
     arr = as_array(a, name)
-    if not is_float_dtype(arr.dtype):
+    if not is_float_dtype(arr.dtype.newbyteorder("=")):  # byte order aside (">f8" is a float too)
         if arr.dtype.kind not in "biu":
             raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
         arr = arr.astype(np.float64)

@@ -30,8 +30,8 @@ def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, 
     Examples
     --------
     >>> import numpy as np, numbaent
-    >>> numbaent.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])).round(6)
-    array([   0.693147, 1000.693147])
+    >>> numbaent.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])).round(4).tolist()
+    [0.6931, 1000.6931]
     """
     name = _backend.resolve(backend, logits)
     if _backend.on_device(logits):
@@ -165,7 +165,7 @@ def softmax_kl_divergence(
     impl = _backend.implementation(name)
     rp = _logit_rows(logits_p, "logits_p", axis)
     qa = v.as_logits(logits_q, "logits_q")
-    if qa.shape != rp.moved and qa.shape != np.shape(logits_p):
+    if qa.shape != np.shape(logits_p):  # exactly the same shape (not the class-axis-last one)
         raise ValueError(
             f"logits_p and logits_q must have the same shape; got {np.shape(logits_p)} and {qa.shape}"
         )
@@ -223,9 +223,9 @@ def softmax_cross_entropy(
     >>> import numpy as np, numbaent
     >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
     >>> numbaent.softmax_cross_entropy(logits, np.array([0, 2])).round(6)
-    array([0.241703, 1.098612])
+    array([0.241311, 1.098612])
     >>> round(numbaent.softmax_cross_entropy(logits, np.array([0, -100]), reduction="mean"), 6)
-    0.241703
+    0.241311
     """
     divisor = v.base_divisor(base)
     v.check_choice(reduction, "reduction", v.REDUCTIONS)

@@ -42,7 +42,7 @@ class Scores:
         --------
         >>> import numpy as np, numbaent
         >>> s = numbaent.score(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), np.array([0, -100]))
-        >>> {k: round(v, 4) for k, v in s.summary().items()}
+        >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
         {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1}
         """
         rows = int(np.size(self.logsumexp))

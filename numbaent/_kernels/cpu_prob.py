@@ -118,7 +118,7 @@ def entropy(p, normalize, out, flags):
         if normalize and c > 0:  # an empty row is 0, normalized or not
             out[i] = np.log(S) - A / S
         else:
-            out[i] = -A
+            out[i] = 0.0 - A  # +0.0, not -0.0, for a one-hot row
 
 
 @njit(**ROW)
@@ -149,7 +149,7 @@ def cross_entropy(p, q, q_step, normalize, out, flags):
     for i in prange(p.shape[0]):
         Sp, Sq, B, flag, has_nan = _row_pq(p[i], q[i * q_step], out, False)
         flags[i] = flag
-        res = np.log(Sq) - B / Sp if normalize and c > 0 else -B
+        res = np.log(Sq) - B / Sp if normalize and c > 0 else 0.0 - B
         out[i] = np.nan if has_nan else res
 
 

@@ -46,7 +46,7 @@ def entropy(p, normalize):
     flags = _prob_flags(p)
     if normalize:
         p = _normalized(p)
-    return -_xlogy(p, p).sum(axis=1), flags
+    return 0.0 - _xlogy(p, p).sum(axis=1), flags
 
 
 def _pq(p, q, normalize):
@@ -60,7 +60,7 @@ def _pq(p, q, normalize):
 
 def cross_entropy(p, q, normalize):
     p, q, flags = _pq(p, q, normalize)
-    h = -_xlogy(p, q).sum(axis=1)
+    h = 0.0 - _xlogy(p, q).sum(axis=1)
     h[_row_has_nan(q)] = np.nan  # a NaN in q poisons the row even where p == 0
     return h, flags
 

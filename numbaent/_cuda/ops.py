@@ -1,0 +1,106 @@
+"""The backend interface on numba device arrays: pick the kernel for the inputs' element types and
+the launch constants, and launch it on a stream. Shared by ``host`` (NumPy in, NumPy out) and
+``device`` (CuPy / torch / __cuda_array_interface__ in, the same kind out).
+
+Arguments are numba device arrays (or, in the simulator, NumPy arrays), already validated and laid
+out as the CPU interface expects (rows x classes, C-contiguous; bfloat16 as uint16 bits). Outputs,
+row flags (int8, one per row, every row written) and ``first`` (int64 (1,), initialised by the
+caller to the number of rows; a kernel lowers it to the first flagged row) are preallocated by the
+caller. Nothing here synchronises: launches are queued on ``stream``.
+
+``kernel_args`` returns, for each interface function, the kernel and its argument tuple without
+launching anything: ``tests/test_cuda.py`` compiles every kernel to PTX from it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _config
+from . import kernels_logits as kl
+from . import kernels_prob as kp
+from . import kernels_score as ks
+
+_KINDS = {
+    np.dtype(np.float16): "f16",
+    np.dtype(np.float32): "f32",
+    np.dtype(np.float64): "f64",
+    np.dtype(np.uint16): "bf16",  # bfloat16 passed as its bits
+    np.dtype(np.int16): "bf16",
+}
+
+
+def kind(a) -> str:
+    return _KINDS[np.dtype(a.dtype)]
+
+
+def math_type(*arrays):
+    """np.float64 when an input is float64, else np.float32 (the kernels' math type)."""
+    for a in arrays:
+        if a is not None and np.dtype(a.dtype) == np.float64:
+            return np.float64
+    return np.float32
+
+
+def consts() -> tuple[int, int, int]:
+    """(threads, warp, tile) as configured now (``_config``; tests patch it)."""
+    t = _config.THREADS
+    _config.check_threads(t)
+    return t, _config.warp_for(t), _config.TILE
+
+
+def launch(kernel, rows: int, stream, args) -> None:
+    if rows == 0:
+        return
+    threads = consts()[0]
+    grid = min(rows, _config.MAX_BLOCKS)
+    kernel[grid, threads, stream](*args)
+
+
+# --------------------------------------------------------------------------------------------------
+# kernel + arguments per interface function
+
+
+def kernel_args(op: str, *a):
+    """(kernel, args) for interface function ``op`` on prepared arrays (see the module docstring)."""
+    t, w, tile = consts()
+    if op == "entropy":
+        p, normalize, out, flags, first = a
+        return kp.entropy(kind(p), math_type(p), t, w, tile), (p, bool(normalize), out, flags, first)
+    if op in ("cross_entropy", "kl_divergence"):
+        p, q, q_step, normalize, out, flags, first = a
+        build = kp.cross_entropy if op == "cross_entropy" else kp.kl_divergence
+        k = build(kind(p), kind(q), math_type(p, q), t, w, tile)
+        return k, (p, q, q_step, bool(normalize), out, flags, first)
+    if op == "js_divergence":
+        p, q, q_step, normalize, out, flags, first = a
+        k = kp.js_divergence(kind(p), kind(q), math_type(p, q), t, w, tile, bool(normalize))
+        return k, (p, q, q_step, out, flags, first)
+    if op in ("logsumexp", "log_softmax", "softmax", "softmax_entropy"):
+        x, out = a
+        return getattr(kl, op)(kind(x), math_type(x), t, w, tile), (x, out)
+    if op == "ce_labels":
+        x, y, weight, has_weight, ignore_index, eps, out, rowweight, bad, first = a
+        k = kl.ce_labels(kind(x), math_type(x), t, w, tile, bool(has_weight), eps != 0)
+        return k, (x, y, weight, ignore_index, float(eps), out, rowweight, bad, first)
+    if op == "ce_soft":
+        x, tg, weight, has_weight, eps, out = a
+        k = kl.ce_soft(kind(x), kind(tg), math_type(x, tg), t, w, tile, bool(has_weight))
+        return k, (x, tg, weight, float(eps), out)
+    if op == "softmax_kl":
+        xp, xq, inv_t, out = a
+        k = kl.softmax_kl(kind(xp), kind(xq), math_type(xp, xq), t, w, tile)
+        return k, (xp, xq, float(inv_t), out)
+    if op == "score":
+        (x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, klo,
+         bad, first) = a  # fmt: skip
+        one_t = float(inv_t) == 1.0
+        k = ks.score(kind(x), math_type(x), t, w, tile, bool(has_labels), bool(has_teacher), one_t)
+        return k, (x, y, ignore_index, tq, float(inv_t), lse, ent, amax, ce, correct, klo, bad, first)
+    raise KeyError(op)
+
+
+def run(op: str, rows: int, stream, *a) -> None:
+    """Launch interface function ``op`` (arguments as for :func:`kernel_args`) on ``stream``."""
+    kernel, args = kernel_args(op, *a)
+    launch(kernel, rows, stream, args)
