@@ -92,26 +92,26 @@ def bits_of(typingctx, x):
 # without nnan. NaN with the sign bit clear sorts above +inf, NaN with it set below -inf.
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def key32(v):
     # Numba computes int32 arithmetic in int64; the casts keep the key (and the vector lanes) 32-bit
     b = bits_of(v)
     return _I32(b ^ _I32(_I32(b >> _I32(31)) & _I32(0x7FFFFFFF)))
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def unkey32(k):
     k = _I32(k)
     return f32_from_bits(_I32(k ^ _I32(_I32(k >> _I32(31)) & _I32(0x7FFFFFFF))))
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def key64(v):
     b = bits_of(v)
     return b ^ ((b >> _I64(63)) & _I64(0x7FFFFFFFFFFFFFFF))
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def unkey64(k):
     return f64_from_bits(k ^ ((k >> _I64(63)) & _I64(0x7FFFFFFFFFFFFFFF)))
 
@@ -120,7 +120,7 @@ def unkey64(k):
 # float32 exp
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def _exp32_core(x):
     # x already in [-104, 89]; returns (polynomial, k) with exp(x) = p * 2**k
     fk = (x * _F32(1.44269504088896341) + _F32(12582912.0)) - _F32(12582912.0)
@@ -139,7 +139,7 @@ def _exp32_core(x):
     return y, fk
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def exp32(x):
     """exp for float32, <= 2 ulp, correct for subnormal results, overflow, +-inf and NaN."""
     xc = x if x > _F32(-105.0) else _F32(-105.0)
@@ -153,7 +153,7 @@ def exp32(x):
     return y if x == x else x
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def expm32(x):
     """exp for float32 arguments <= 0 (or NaN); results below 2**-126 are flushed to 0."""
     y, fk = _exp32_core(x)
@@ -165,7 +165,7 @@ def expm32(x):
 # float64 exp (Taylor polynomial of degree 13 on |r| <= ln2/2: truncation < 1e-17)
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def _exp64_core(x):
     fk = (x * _F64(1.4426950408889634) + _F64(6755399441055744.0)) - _F64(6755399441055744.0)
     r = x - fk * _F64(6.93147180369123816490e-01)
@@ -186,7 +186,7 @@ def _exp64_core(x):
     return y, fk
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def exp64(x):
     """exp for float64, <= 2 ulp, correct for subnormal results, overflow, +-inf and NaN."""
     xc = x if x > _F64(-746.0) else _F64(-746.0)
@@ -200,7 +200,7 @@ def exp64(x):
     return y if x == x else x
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def expm64(x):
     """exp for float64 arguments <= 0 (or NaN); results below 2**-1022 are flushed to 0."""
     y, fk = _exp64_core(x)
@@ -212,7 +212,7 @@ def expm64(x):
 # float32 log (Cephes logf polynomial)
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def log32(x):
     """Natural log for float32, <= 2 ulp; log(0) = -inf, log(<0) = NaN, log(inf) = inf, subnormals ok."""
     sub = x < _F32(1.1754943508222875e-38)
@@ -249,7 +249,7 @@ def log32(x):
 # float64 log: log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def log64(x):
     """Natural log for float64, <= 2 ulp; same special values as log32."""
     sub = x < _F64(2.2250738585072014e-308)
@@ -292,12 +292,12 @@ def log64(x):
 # bfloat16 data viewed as uint16 (Numba has no bfloat16 type); both decode to float32.
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def bf16_to_f32(u):
     return f32_from_bits(_I32(u) << _I32(16))
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def f16_to_f32(h):
     hb = _I32(h) & _I32(0xFFFF)
     o = (hb & _I32(0x7FFF)) << _I32(13)

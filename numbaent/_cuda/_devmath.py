@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda
+from numba import cuda, types
 
 from . import _config
 
@@ -36,6 +36,9 @@ NINF = -math.inf
 F64 = np.float64
 FULL_MASK = 0xFFFFFFFF
 BIG = 2**62  # "no index yet" for the argmax / first-NaN trackers (exact in float64)
+NC_MAX = 9  # the largest state (SCORE)
+SHARED_T = types.float64  # element type of the dynamic shared memory (a numba type: the simulator
+# converts numba types, not NumPy scalar types, to dtypes)
 
 
 def dev_cuda(fn):
@@ -110,40 +113,42 @@ def _shuffles(nc: int, threads: int, warp: int):
     if not SIM:
 
         @dev
-        def shfl_down(st, ot, delta):
+        def shfl_down(st, ot, delta, shared):
             for c in range(nc):
                 ot[c] = cuda.shfl_down_sync(FULL_MASK, st[c], delta)
 
         @dev
-        def shfl_first(st):
+        def shfl_first(st, shared):
             for c in range(nc):
                 st[c] = cuda.shfl_sync(FULL_MASK, st[c], 0)
 
         return shfl_down, shfl_first
 
     # The simulator has no shuffles: exchange whole states through shared memory (every thread of
-    # the block calls these, as every thread calls the block reduction).
+    # the block calls these, as every thread calls the block reduction). The simulator allocates
+    # static shared arrays lazily and without a lock (threads racing to the first allocation can
+    # get private copies), so everything shared lives in the launch's dynamic shared memory.
+    base = (threads // warp) * NC_MAX  # after the block reduction's own slots
+
     @dev_cuda
-    def shfl_down(st, ot, delta):
-        buf = cuda.shared.array((threads, nc), np.float64)
+    def shfl_down(st, ot, delta, shared):
         tid = cuda.threadIdx.x
         for c in range(nc):
-            buf[tid, c] = st[c]
+            shared[base + tid * nc + c] = st[c]
         cuda.syncthreads()
         src = tid + delta if tid % warp + delta < warp else tid
         for c in range(nc):
-            ot[c] = buf[src, c]
+            ot[c] = shared[base + src * nc + c]
         cuda.syncthreads()
 
     @dev_cuda
-    def shfl_first(st):
-        buf = cuda.shared.array((threads, nc), np.float64)
+    def shfl_first(st, shared):
         tid = cuda.threadIdx.x
         for c in range(nc):
-            buf[tid, c] = st[c]
+            shared[base + tid * nc + c] = st[c]
         cuda.syncthreads()
         for c in range(nc):
-            st[c] = buf[tid - tid % warp, c]
+            st[c] = shared[base + (tid - tid % warp) * nc + c]
         cuda.syncthreads()
 
     return shfl_down, shfl_first
@@ -374,12 +379,20 @@ def combine_score(mt):
 # the block reduction
 
 
+def shared_bytes(threads: int, warp: int) -> int:
+    """Dynamic shared memory a launch needs: the block reduction's partials (and, in the
+    simulator, its emulated shuffles' exchange buffer)."""
+    n = (threads // warp) * NC_MAX + (threads * NC_MAX if SIM else 0)
+    return 8 * n
+
+
 def block_reduce(combine, nc: int, threads: int, warp: int):
-    """Device function ``reduce(st, ot, sh, aux)``: combine the ``nc``-component float64 states
+    """Device function ``reduce(st, ot, shared, aux)``: combine the ``nc``-component float64 states
     ``st`` of all threads of the block; on return every thread holds the block's state in ``st``.
+    ``shared`` is the launch's dynamic shared memory (float64, :func:`shared_bytes`).
 
     Fixed order: within each warp a shuffle-down tree (lane l takes lane l + d for d = W/2 .. 1);
-    lane 0 of each warp then writes its warp's state to ``sh`` (shared, (threads // warp, nc)) and
+    lane 0 of each warp then writes its warp's state to shared memory and
     every warp reduces those partials with the same tree (redundantly: no extra barrier, and all
     warps end with the same bits), then broadcasts lane 0's result. ``ot`` is scratch (local,
     nc). Two barriers; ``sh`` may be reused as soon as this returns. Every thread of the block must
@@ -388,29 +401,29 @@ def block_reduce(combine, nc: int, threads: int, warp: int):
     shfl_down, shfl_first = _shuffles(nc, threads, warp)
 
     @dev_cuda
-    def reduce(st, ot, sh, aux):
+    def reduce(st, ot, shared, aux):
         tid = cuda.threadIdx.x
         lane = tid % warp
         d = warp // 2
         while d > 0:
-            shfl_down(st, ot, d)
+            shfl_down(st, ot, d, shared)
             if lane + d < warp:
                 combine(st, ot, aux)
             d //= 2
         if lane == 0:
             for c in range(nc):
-                sh[tid // warp, c] = st[c]
+                shared[(tid // warp) * nc + c] = st[c]
         cuda.syncthreads()
         if lane < nw:
             for c in range(nc):
-                st[c] = sh[lane, c]
+                st[c] = shared[lane * nc + c]
         cuda.syncthreads()
         d = nw // 2
         while d > 0:
-            shfl_down(st, ot, d)
+            shfl_down(st, ot, d, shared)
             if lane + d < nw:
                 combine(st, ot, aux)
             d //= 2
-        shfl_first(st)
+        shfl_first(st, shared)
 
     return reduce

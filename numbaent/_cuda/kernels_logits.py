@@ -26,6 +26,7 @@ import numpy as np
 from numba import cuda
 
 from ._devmath import (
+    SHARED_T,
     F64,
     NINF,
     block_reduce,
@@ -116,14 +117,13 @@ def logsumexp(kx, mt, threads, warp, tile):
     ldx = loader(kx, mt)
     row = _row_lse(ldx, mt, threads, tile)
     red = block_reduce(combine_lse, 2, threads, warp)
-    nw = threads // warp
 
     @cuda.jit
     def kernel(x, out):
         quiet()
         tid = cuda.threadIdx.x
         n, c = x.shape
-        sh = cuda.shared.array((nw, 2), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(2, np.float64)
         ot = cuda.local.array(2, np.float64)
         buf = cuda.local.array(tile, mt)
@@ -142,14 +142,13 @@ def _softmax_like(kx, mt, threads, warp, tile, log):
     ldx = loader(kx, mt)
     row = _row_lse(ldx, mt, threads, tile)
     red = block_reduce(combine_lse, 2, threads, warp)
-    nw = threads // warp
 
     @cuda.jit
     def kernel(x, out):
         quiet()
         tid = cuda.threadIdx.x
         n, c = x.shape
-        sh = cuda.shared.array((nw, 2), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(2, np.float64)
         ot = cuda.local.array(2, np.float64)
         buf = cuda.local.array(tile, mt)
@@ -182,14 +181,13 @@ def softmax_entropy(kx, mt, threads, warp, tile):
     ldx = loader(kx, mt)
     row = _row_lset(ldx, mt, threads, tile)
     red = block_reduce(combine_lset, 3, threads, warp)
-    nw = threads // warp
 
     @cuda.jit
     def kernel(x, out):
         quiet()
         tid = cuda.threadIdx.x
         n, c = x.shape
-        sh = cuda.shared.array((nw, 3), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(3, np.float64)
         ot = cuda.local.array(3, np.float64)
         buf = cuda.local.array(tile, mt)
@@ -268,7 +266,6 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
     and row weight 0; a label outside [0, C) gives NaN, bad[i] = 1 and first[0] = min such row."""
     ldx = loader(kx, mt)
     ldw = loader1("f64" if mt is np.float64 else "f32", mt)
-    nw = threads // warp
 
     @dev
     def coef(t, w, a, b, i, j):
@@ -288,7 +285,7 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
         quiet()
         tid = cuda.threadIdx.x
         n, c = x.shape
-        sh = cuda.shared.array((nw, nc), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(nc, np.float64)
         ot = cuda.local.array(nc, np.float64)
         buf = cuda.local.array(tile, mt)
@@ -342,7 +339,6 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
     ldt = loader(kt, mt)
     ldw = loader1("f64" if mt is np.float64 else "f32", mt)
     row_lin = None
-    nw = threads // warp
 
     @dev
     def coef(t, w, a, b, i, j):
@@ -359,7 +355,7 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
         n, c = x.shape
         a = mt(1.0 - eps)
         b = mt(eps / c) if c > 0 else mt(0.0)
-        sh = cuda.shared.array((nw, 4), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(4, np.float64)
         ot = cuda.local.array(4, np.float64)
         buf = cuda.local.array(tile, mt)
@@ -397,7 +393,6 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
     step = threads * tile
     zero = mt(0.0)
     red = block_reduce(combine_kl, 5, threads, warp)
-    nw = threads // warp
 
     @dev
     def row_kl(xp, xq, it, i, c, tid, abuf, bbuf):
@@ -454,7 +449,7 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
         tid = cuda.threadIdx.x
         n, c = xp.shape
         it = mt(inv_t)
-        sh = cuda.shared.array((nw, 5), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(5, np.float64)
         ot = cuda.local.array(5, np.float64)
         abuf = cuda.local.array(tile, mt)

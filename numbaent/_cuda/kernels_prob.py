@@ -18,7 +18,7 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._devmath import F64, block_reduce, combine_sums, dev, log_, loader, quiet
+from ._devmath import SHARED_T, F64, block_reduce, combine_sums, dev, log_, loader, quiet
 
 
 @dev
@@ -39,7 +39,6 @@ def entropy(kp, mt, threads, warp, tile):
     """H = -sum p log p; with normalize: H(p / S) = log S - (sum p log p) / S."""
     ldp = loader(kp, mt)
     red = block_reduce(combine_sums(3), 3, threads, warp)
-    nw = threads // warp
     step = threads * tile
     zero = mt(0.0)
 
@@ -67,7 +66,7 @@ def entropy(kp, mt, threads, warp, tile):
         quiet()
         tid = cuda.threadIdx.x
         n, c = p.shape
-        sh = cuda.shared.array((nw, 3), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(3, np.float64)
         ot = cuda.local.array(3, np.float64)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
@@ -93,7 +92,6 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
     ldp = loader(kp, mt)
     ldq = loader(kq, mt)
     red = block_reduce(combine_sums(6), 6, threads, warp)
-    nw = threads // warp
     step = threads * tile
     zero = mt(0.0)
 
@@ -139,7 +137,7 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
         quiet()
         tid = cuda.threadIdx.x
         n, c = p.shape
-        sh = cuda.shared.array((nw, 6), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(6, np.float64)
         ot = cuda.local.array(6, np.float64)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
@@ -180,7 +178,6 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
     ldp = loader(kp, mt)
     ldq = loader(kq, mt)
     red = block_reduce(combine_sums(3), 3, threads, warp)
-    nw = threads // warp
     step = threads * tile
     zero = mt(0.0)
     half = mt(0.5)
@@ -235,7 +232,7 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
         quiet()
         tid = cuda.threadIdx.x
         n, c = p.shape
-        sh = cuda.shared.array((nw, 3), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(3, np.float64)
         ot = cuda.local.array(3, np.float64)
         # per-thread fault bits are OR-ed, not added: each thread contributes 0..3 and the sums of

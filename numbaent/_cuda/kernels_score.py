@@ -18,6 +18,7 @@ import numpy as np
 from numba import cuda
 
 from ._devmath import (
+    SHARED_T,
     BIG,
     F64,
     NINF,
@@ -40,7 +41,6 @@ NC = 9  # m, S, T, Sb, mt, St, U, argmax, first NaN
 def score(kx, mt, threads, warp, tile, has_labels, has_teacher, one_t):
     ldx = loader(kx, mt)
     red = block_reduce(combine_score(mt), NC, threads, warp)
-    nw = threads // warp
     step = threads * tile
     zero = mt(0.0)
 
@@ -136,7 +136,7 @@ def score(kx, mt, threads, warp, tile, has_labels, has_teacher, one_t):
         tid = cuda.threadIdx.x
         n, c = x.shape
         it = mt(inv_t)
-        sh = cuda.shared.array((nw, NC), np.float64)
+        sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(NC, np.float64)
         ot = cuda.local.array(NC, np.float64)
         xbuf = cuda.local.array(tile, mt)

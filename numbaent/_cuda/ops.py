@@ -14,12 +14,15 @@ launching anything: ``tests/test_cuda.py`` compiles every kernel to PTX from it.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from . import _config
 from . import kernels_logits as kl
 from . import kernels_prob as kp
 from . import kernels_score as ks
+from ._devmath import shared_bytes
 
 _KINDS = {
     np.dtype(np.float16): "f16",
@@ -52,9 +55,20 @@ def consts() -> tuple[int, int, int]:
 def launch(kernel, rows: int, stream, args) -> None:
     if rows == 0:
         return
-    threads = consts()[0]
+    threads, warp, _ = consts()
     grid = min(rows, _config.MAX_BLOCKS)
-    kernel[grid, threads, stream](*args)
+    nbytes = shared_bytes(threads, warp)
+    if not _config.SIM:
+        kernel[grid, threads, stream, nbytes](*args)
+        return
+    # The simulator runs a block as Python threads that meet at every barrier; with the default
+    # 5 ms GIL switch interval each barrier costs milliseconds. Shorten it for the launch only.
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        kernel[grid, threads, 0, nbytes](*args)
+    finally:
+        sys.setswitchinterval(old)
 
 
 # --------------------------------------------------------------------------------------------------

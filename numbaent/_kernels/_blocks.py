@@ -31,12 +31,15 @@ BLOCK = 1024
 # reassociating e.g. (m - x[y]) + log(S) into m + (log(S) - x[y]) loses everything for logits of
 # 1e30. Never nnan / ninf: inf and NaN are part of the contract.
 FASTMATH = {"nsz", "contract", "reassoc", "arcp"}
-KERNEL = {"parallel": True, "fastmath": False, "error_model": "numpy"}
-ROW = {"fastmath": False, "error_model": "numpy"}
+# cache=True: compiled code is stored next to the sources (or in NUMBA_CACHE_DIR), so a new process
+# loads instead of compiling (tests/test_coldstart.py checks that a changed thread count still works)
+KERNEL = {"parallel": True, "fastmath": False, "error_model": "numpy", "cache": True}
+ROW = {"fastmath": False, "error_model": "numpy", "cache": True}
+BLK = {"fastmath": FASTMATH, "error_model": "numpy", "cache": True}
 NINF = -np.inf
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def block_max(r, lo, hi, like):
     """Max of ld(r[lo:hi]) as the math type of ``like`` (NaN-ignoring except NaN with sign clear)."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
@@ -49,7 +52,7 @@ def block_max(r, lo, hi, like):
     return unkey(k, like)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def block_max_scaled(r, lo, hi, like, scale):
     """Max of ld(r[j]) * scale (scale > 0)."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
@@ -62,7 +65,7 @@ def block_max_scaled(r, lo, hi, like, scale):
     return unkey(k, like)
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def block_sumexp(r, lo, hi, m):
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
@@ -73,19 +76,20 @@ def block_sumexp(r, lo, hi, m):
     return s
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def block_sumexp_t(r, lo, hi, m):
     """(sum e, sum e * (x - m)) with e = exp(x - m); a term with e == 0 adds 0 to the second sum."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
-    s = cst(m, 0.0)
-    t = cst(m, 0.0)
+    z = cst(m, 0.0)  # hoisted: a cst() call inside the loop stops it vectorising
+    s = z
+    t = z
     for j in range(hi - lo):
         d = cst(m, ld(r[j])) - m
         e = vexpm(d)
         s += e
-        t += cst(m, 0.0) if e == 0 else e * d
+        t += z if e == 0 else e * d
     return s, t
 
 
@@ -97,14 +101,14 @@ def rescale(m_old, m_new):
     return math.exp(float(m_old) - float(m_new))
 
 
-@njit(error_model="numpy")
+@njit(**ROW)
 def ref_of(m):
     """Reference point for exp(x - ref): the running max, or 0 while it is -inf (then every term
     is exp(-inf) = 0 or NaN, which is exactly what such a block contributes)."""
     return cst(m, 0.0) if m == NINF else m
 
 
-@njit(error_model="numpy")
+@njit(**ROW)
 def update_max(m, bm):
     """Running max update that lets a NaN maximum (a NaN with the sign bit clear) stick."""
     if bm > m or bm != bm:

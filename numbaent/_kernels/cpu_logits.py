@@ -14,8 +14,8 @@ from numba import njit, prange
 
 from .._vmath import cst, ld, vexp, vexpm
 from ._blocks import (
+    BLK,
     BLOCK,
-    FASTMATH,
     KERNEL,
     NINF,
     ROW,
@@ -75,7 +75,7 @@ def softmax_entropy(x, out):
 # softmax cross-entropy
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_linear(r, t, w, a, b, lo, hi, rm):
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
@@ -196,7 +196,7 @@ def ce_soft(x, t, w, eps, out):
 # KL divergence between two softmax rows at a temperature
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def blk_kl(rp, rq, lo, hi, ra, rb, inv_t):
     """Block sums for KL at a temperature, a = p/T, b = q/T:
     (sum ea, sum eb, sum ea ((a - ra) - (b - rb))); a term with ea == 0 adds 0."""

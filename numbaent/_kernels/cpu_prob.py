@@ -7,7 +7,8 @@ bit 1 = a negative value in p, bit 2 = a negative value in q.
 
 Terms with p == 0 contribute exactly 0 (0 log 0 = 0, 0 log(0/0) = 0). The test is ``p == 0``, not
 ``p > 0``, so a NaN p still poisons the sum. A NaN in q where p == 0 is caught by counting NaNs in q.
-Block sums are in the math type over at most BLOCK elements and are added up in float64, so the error
+Counts (negative entries, NaNs) are accumulated as floats of the math type: an integer or bool
+count, like a float min, stops LLVM from vectorising the whole loop. Block sums are in the math type over at most BLOCK elements and are added up in float64, so the error
 does not grow with C. Only the block loops are compiled with FASTMATH (reassociation lets them
 vectorise); the kernels and their per-row epilogues are not, so no rounding-sensitive expression is
 reordered.
@@ -19,27 +20,28 @@ import numpy as np
 from numba import njit, prange
 
 from .._vmath import cst, ld, vlog
-from ._blocks import BLOCK, FASTMATH, KERNEL, ROW
+from ._blocks import BLK, BLOCK, KERNEL, ROW
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_entropy(r, lo, hi, like):
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
     z = cst(like, 0.0)
+    one = cst(like, 1.0)
     s = z
     a = z
-    neg = 0
+    neg = z
     for j in range(hi - lo):
         v = cst(like, ld(r[j]))
         s += v
         a += z if v == 0 else v * vlog(v)
-        neg += v < 0
+        neg += one if v < z else z
     return s, a, neg
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_pq(rp, rq, lo, hi, like, kl):
     """(sum p, sum q, sum p log q  [or sum p (log p - log q) when kl], #p<0, #q<0, #NaN in q)."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
@@ -47,12 +49,13 @@ def _blk_pq(rp, rq, lo, hi, like, kl):
     rp = rp[lo:hi]
     rq = rq[lo:hi]
     z = cst(like, 0.0)
+    one = cst(like, 1.0)
     sp = z
     sq = z
     b = z
-    negp = 0
-    negq = 0
-    nanq = 0
+    negp = z
+    negq = z
+    nanq = z
     for j in range(hi - lo):
         pv = cst(like, ld(rp[j]))
         qv = cst(like, ld(rq[j]))
@@ -62,13 +65,13 @@ def _blk_pq(rp, rq, lo, hi, like, kl):
             b += z if pv == 0 else pv * (vlog(pv) - vlog(qv))
         else:
             b += z if pv == 0 else pv * vlog(qv)
-        negp += pv < 0
-        negq += qv < 0
-        nanq += qv != qv
+        negp += one if pv < z else z
+        negq += one if qv < z else z
+        nanq += one if qv != qv else z
     return sp, sq, b, negp, negq, nanq
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_js(rp, rq, lo, hi, fp, fq):
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
@@ -86,17 +89,19 @@ def _blk_js(rp, rq, lo, hi, fp, fq):
     return a
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_sum_neg(r, lo, hi, like):
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
-    s = cst(like, 0.0)
-    neg = 0
+    z = cst(like, 0.0)
+    one = cst(like, 1.0)
+    s = z
+    neg = z
     for j in range(hi - lo):
         v = cst(like, ld(r[j]))
         s += v
-        neg += v < 0
+        neg += one if v < z else z
     return s, neg
 
 
@@ -108,12 +113,12 @@ def entropy(p, normalize, out, flags):
         r = p[i]
         S = 0.0
         A = 0.0
-        neg = 0
+        neg = 0.0
         for lo in range(0, c, BLOCK):
             s, a, ng = _blk_entropy(r, lo, min(lo + BLOCK, c), out)
             S += float(s)
             A += float(a)
-            neg += ng
+            neg += float(ng)
         flags[i] = 1 if neg > 0 else 0
         if normalize and c > 0:  # an empty row is 0, normalized or not
             out[i] = np.log(S) - A / S
@@ -127,17 +132,17 @@ def _row_pq(rp, rq, like, kl):
     Sp = 0.0
     Sq = 0.0
     B = 0.0
-    negp = 0
-    negq = 0
-    nanq = 0
+    negp = 0.0
+    negq = 0.0
+    nanq = 0.0
     for lo in range(0, c, BLOCK):
         sp, sq, b, n1, n2, n3 = _blk_pq(rp, rq, lo, min(lo + BLOCK, c), like, kl)
         Sp += float(sp)
         Sq += float(sq)
         B += float(b)
-        negp += n1
-        negq += n2
-        nanq += n3
+        negp += float(n1)
+        negq += float(n2)
+        nanq += float(n3)
     flag = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
     return Sp, Sq, B, flag, nanq > 0
 
@@ -168,11 +173,11 @@ def kl_divergence(p, q, q_step, normalize, out, flags):
 def _row_sum_neg(r, like):
     c = r.shape[0]
     S = 0.0
-    neg = 0
+    neg = 0.0
     for lo in range(0, c, BLOCK):
         s, ng = _blk_sum_neg(r, lo, min(lo + BLOCK, c), like)
         S += float(s)
-        neg += ng
+        neg += float(ng)
     return S, neg
 
 

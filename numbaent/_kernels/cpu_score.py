@@ -14,8 +14,8 @@ from numba import njit, prange
 
 from .._vmath import cst, ld, vexpm
 from ._blocks import (
+    BLK,
     BLOCK,
-    FASTMATH,
     KERNEL,
     NINF,
     ROW,
@@ -30,7 +30,7 @@ from ._blocks import (
 )
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_teacher(r, rt, lo, hi, rm, rt_):
     """T = 1: (sum e, sum e d, sum et, sum et ((a - ra) - d)) with d = x - rm, a = teacher logit."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
@@ -55,7 +55,7 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
     return s, t, st, u
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
+@njit(**BLK)
 def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
     """T != 1: as _blk_teacher, plus the model's own exp-sum at the temperature (b = x / T)."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
