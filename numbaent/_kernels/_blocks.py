@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .._vmath import cst, key, ld, unkey, vexpm
+from .._vmath import cst, key, ld, unkey, vexpm, vlog
 
 BLOCK = 1024
 # Only the innermost block loops (the block_* functions) get FASTMATH: reassociation is what lets a
@@ -174,3 +174,52 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new):
 @njit(**ROW)
 def kl_from_states(U, Sa, Sb):
     return U / Sa + (np.log(Sb) - np.log(Sa))
+
+
+# --------------------------------------------------------------------------------------------------
+# Few classes (C <= SMALL_C): one row is too short to fill SIMD lanes, and a per-row libm log would
+# dominate. A tile of TILE rows is transposed into a (C, TILE) buffer that stays in L1, and every
+# step (max, exp-sum, log) runs across the rows of the tile, in the SIMD lanes.
+
+SMALL_C = 64
+TILE = 256
+
+
+@njit(**ROW)
+def tile_transpose(x, r0, r1, buf):
+    c = x.shape[1]
+    for i in range(r1 - r0):
+        row = x[r0 + i]
+        for j in range(c):
+            buf[j, i] = cst(buf, ld(row[j]))
+
+
+@njit(**ROW)
+def tile_lse(buf, n, m, ref, s, t, want_t):
+    """Per-row (across the tile) max ``m``, reference ``ref`` (m, or 0 while m is -inf), S and, if
+    ``want_t``, T = sum e (x - ref), for the first ``n`` columns of the transposed tile ``buf``."""
+    c = buf.shape[0]
+    z = cst(buf, 0.0)
+    ninf = cst(buf, NINF)
+    for i in range(n):
+        m[i] = ninf
+    for j in range(c):
+        col = buf[j]
+        for i in range(n):
+            v = col[i]
+            m[i] = v if v > m[i] else m[i]
+    for i in range(n):
+        s[i] = z
+        t[i] = z
+        ref[i] = z if m[i] == ninf else m[i]
+    for j in range(c):
+        col = buf[j]
+        if want_t:
+            for i in range(n):
+                d = col[i] - ref[i]
+                e = vexpm(d)
+                s[i] += e
+                t[i] += z if e == 0 else e * d
+        else:
+            for i in range(n):
+                s[i] += vexpm(col[i] - ref[i])

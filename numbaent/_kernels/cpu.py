@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cpu_logits, cpu_prob, cpu_score
+from ._blocks import SMALL_C
 
 
 def kernel_view(a):
@@ -50,8 +51,20 @@ def js_divergence(p, q, normalize, out):
     return _pq(cpu_prob.js_divergence, p, q, normalize, out)
 
 
+def _small(x):
+    return 0 < x.shape[1] <= SMALL_C
+
+
+_NO_I64 = np.empty(0, np.int64)
+_NO_F64 = np.empty(0, np.float64)
+_NO_I8 = np.empty(0, np.int8)
+
+
 def logsumexp(x, out):
-    cpu_logits.logsumexp(kernel_view(x), out)
+    if _small(x):
+        cpu_logits.small_rows(kernel_view(x), _NO_I64, 0, 0, out, _NO_F64, _NO_I8)
+    else:
+        cpu_logits.logsumexp(kernel_view(x), out)
 
 
 def log_softmax(x, out):
@@ -63,7 +76,10 @@ def softmax(x, out):
 
 
 def softmax_entropy(x, out):
-    cpu_logits.softmax_entropy(kernel_view(x), out)
+    if _small(x):
+        cpu_logits.small_rows(kernel_view(x), _NO_I64, 0, 2, out, _NO_F64, _NO_I8)
+    else:
+        cpu_logits.softmax_entropy(kernel_view(x), out)
 
 
 def _weights(weight, c, dtype):
@@ -75,7 +91,9 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
     row_w = np.empty(n, np.float64)
     bad = _flags(n)
     xv = kernel_view(x)
-    if weight is None and eps == 0:
+    if weight is None and eps == 0 and _small(x):
+        cpu_logits.small_rows(xv, y, ignore_index, 1, out, row_w, bad)
+    elif weight is None and eps == 0:
         cpu_logits.ce_labels(xv, y, ignore_index, out, row_w, bad)
     else:
         w = _weights(weight, c, out.dtype)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._vmath import cst, ld, vexp, vexpm
+from .._vmath import cst, ld, vexp, vexpm, vlog
 from ._blocks import (
     BLK,
     BLOCK,
+    TILE,
     KERNEL,
     NINF,
     ROW,
@@ -27,6 +28,8 @@ from ._blocks import (
     rescale,
     row_lse,
     row_lse_t,
+    tile_lse,
+    tile_transpose,
     update_max,
 )
 
@@ -249,3 +252,50 @@ def softmax_kl(xp, xq, inv_t, out):
     it = cst(out, inv_t)
     for i in prange(xp.shape[0]):
         out[i] = row_kl(xp[i], xq[i], it, out)
+
+
+# --------------------------------------------------------------------------------------------------
+# few classes (C <= SMALL_C): tiles of rows, vectorised across rows (see tile_lse in _blocks)
+
+
+@njit(**KERNEL)
+def small_rows(x, y, ignore_index, mode, out, rowweight, bad):
+    """mode 0: logsumexp; 1: cross-entropy with integer labels (no weight, no smoothing);
+    2: softmax entropy. ``y``, ``rowweight``, ``bad`` are only used in mode 1."""
+    n, c = x.shape
+    ntiles = (n + TILE - 1) // TILE
+    for tile in prange(ntiles):
+        r0 = tile * TILE
+        r1 = min(r0 + TILE, n)
+        k = r1 - r0
+        buf = np.empty((c, TILE), out.dtype)
+        m = np.empty(TILE, out.dtype)
+        ref = np.empty(TILE, out.dtype)
+        s = np.empty(TILE, out.dtype)
+        t = np.empty(TILE, out.dtype)
+        tile_transpose(x, r0, r1, buf)
+        tile_lse(buf, k, m, ref, s, t, mode == 2)
+        for i in range(k):  # vectorised log across the rows of the tile
+            s[i] = vlog(s[i])
+        if mode == 0:
+            for i in range(k):
+                out[r0 + i] = ref[i] + s[i]
+            for i in range(k):  # all -inf rows: ref is 0 there, lse is -inf
+                if m[i] != ref[i]:
+                    out[r0 + i] = m[i] + s[i]
+        elif mode == 2:
+            for i in range(k):
+                out[r0 + i] = s[i] - t[i] / vexp(s[i])
+        else:
+            for i in range(k):
+                lab = y[r0 + i]
+                if lab == ignore_index:
+                    out[r0 + i] = 0
+                    rowweight[r0 + i] = 0
+                elif lab < 0 or lab >= c:
+                    bad[r0 + i] = 1
+                    out[r0 + i] = np.nan
+                    rowweight[r0 + i] = 0
+                else:
+                    out[r0 + i] = (m[i] - buf[lab, i]) + s[i]
+                    rowweight[r0 + i] = 1

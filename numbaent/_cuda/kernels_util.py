@@ -1,0 +1,125 @@
+"""Small CUDA kernels for the device path (``device.py``): strided copies (move the class axis,
+make contiguous, convert dtypes), fills, the sum / mean reduction of per-row results, the units
+divisor, and the NaN-row search of ``nan_policy="raise"``. They keep every step of a device call on
+the device, on the caller's stream, and work for any array that numba can view (CuPy, torch,
+__cuda_array_interface__), so the device path needs nothing from the array library but views and
+allocations.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda
+
+from ._devmath import SHARED_T, F64, block_reduce, combine_sums, loader, quiet
+
+COPY_THREADS = 256
+
+
+@functools.lru_cache(maxsize=None)
+def copy_strided(ndim: int):
+    """``copy(src, src_base, src_strides, dst, dst_base, dst_strides, shape)``: for every index
+    tuple k of ``shape`` (C order), dst[dst_base + k . dst_strides] = src[src_base + k . src_strides]
+    (element offsets into flat views; the element type converts as numba assigns)."""
+
+    @cuda.jit
+    def copy(src, src_base, src_strides, dst, dst_base, dst_strides, shape):
+        total = 1
+        for d in range(ndim):
+            total *= shape[d]
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for idx in range(start, total, cuda.gridDim.x * cuda.blockDim.x):
+            rem = idx
+            so = src_base
+            do = dst_base
+            for e in range(ndim):
+                d = ndim - 1 - e
+                k = rem % shape[d]
+                rem //= shape[d]
+                so += k * src_strides[d]
+                do += k * dst_strides[d]
+            dst[do] = src[so]
+
+    return copy
+
+
+@cuda.jit
+def fill_i64(a, value):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i < a.shape[0]:
+        a[i] = value
+
+
+@cuda.jit
+def divide(a, divisor):
+    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    for i in range(start, a.shape[0], cuda.gridDim.x * cuda.blockDim.x):
+        a[i] = a[i] / divisor
+
+
+@cuda.jit
+def equals(y, value, out):
+    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    for i in range(start, y.shape[0], cuda.gridDim.x * cuda.blockDim.x):
+        out[i] = y[i] == value
+
+
+@functools.lru_cache(maxsize=None)
+def reduce_rows(threads: int, warp: int):
+    """One block: out[0] = sum(res) / denom / divisor in float64 (then the output type), with
+    denom = sum(w) if has_w else the number of rows, for mean (mode 1); sum(res) / divisor for
+    sum (mode 0). A mean over a zero denominator is NaN. Fixed order: bit-identical results."""
+    red = block_reduce(combine_sums(2), 2, threads, warp)
+
+    @cuda.jit
+    def kernel(res, w, has_w, mode, divisor, out):
+        quiet()
+        tid = cuda.threadIdx.x
+        n = res.shape[0]
+        sh = cuda.shared.array(0, SHARED_T)
+        st = cuda.local.array(2, np.float64)
+        ot = cuda.local.array(2, np.float64)
+        s = F64(0.0)
+        d = F64(0.0)
+        for i in range(tid, n, threads):
+            s += F64(res[i])
+            if has_w:
+                d += F64(w[i])
+        st[0] = s
+        st[1] = d
+        red(st, ot, sh, 0.0)
+        if tid == 0:
+            total = st[0]
+            if mode == 0:
+                out[0] = total / divisor
+            else:
+                denom = st[1] if has_w else F64(n)
+                out[0] = (total / denom) / divisor if denom != 0 else np.nan
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def nan_rows(kind: str):
+    """first[0] <- min row i with res[i] NaN and a NaN in row i (or row 0 when a_step == 0)."""
+    ld = loader(kind, np.float32 if kind != "f64" else np.float64)
+
+    @cuda.jit
+    def kernel(res, a, a_step, first):
+        quiet()
+        n = res.shape[0]
+        c = a.shape[1]
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for i in range(start, n, cuda.gridDim.x * cuda.blockDim.x):
+            r = res[i]
+            if r != r:
+                ia = i * a_step
+                for j in range(c):
+                    v = ld(a, ia, j)
+                    if v != v:
+                        cuda.atomic.min(first, 0, i)
+                        break
+
+    return kernel
