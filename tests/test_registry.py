@@ -230,7 +230,9 @@ def test_concurrent_threads_dispatch_to_their_own_backend(monkeypatch):
     p = np.full((3, 4), 0.25)
     ne.entropy(p, backend="cpu")  # compile outside the race
     log.clear()
-    names = ["cpu", "numpy", "cpu", "numpy"]
+    # one thread on the parallel cpu kernels: numba's fallback 'workqueue' threading layer does not
+    # allow concurrent parallel launches from several threads (this tests dispatch, not that)
+    names = ["numpy", "cpu", "numpy"]
     barrier = threading.Barrier(len(names))
     results = []
 
@@ -246,7 +248,7 @@ def test_concurrent_threads_dispatch_to_their_own_backend(monkeypatch):
     for th in threads:
         th.join(30)
     by_thread = {th.ident: n for th, n in zip(threads, names, strict=True)}
-    assert len(log) == 80 and len(results) == 80
+    assert len(log) == len(results) == 20 * len(names)
     for tag, ident in log:
         assert by_thread[ident] == tag
     for v in results:

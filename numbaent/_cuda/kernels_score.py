@@ -38,8 +38,11 @@ NC = 9  # m, S, T, Sb, mt, St, U, argmax, first NaN
 
 
 @functools.lru_cache(maxsize=None)
-def score(kx, mt, threads, warp, tile, has_labels, has_teacher, one_t):
+def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
+    """``kt`` is the teacher's element kind (the logits' on the host path, where the teacher is
+    converted to the logits' dtype first)."""
     ldx = loader(kx, mt)
+    ldt = loader(kt, mt)
     red = block_reduce(combine_score(mt), NC, threads, warp)
     step = threads * tile
     zero = mt(0.0)
@@ -71,7 +74,7 @@ def score(kx, mt, threads, warp, tile, has_labels, has_teacher, one_t):
                     if v != v and ni == BIG:
                         ni = j
                     if has_teacher:
-                        a = ldx(tq, i, j) * it
+                        a = ldt(tq, i, j) * it
                 xbuf[k] = v
                 tbuf[k] = a
                 if v > bm:

@@ -53,16 +53,22 @@ def consts() -> tuple[int, int, int]:
 
 
 def launch(kernel, rows: int, stream, args) -> None:
+    """One block per row (grid-strided beyond ``MAX_BLOCKS``), on ``stream``."""
     if rows == 0:
         return
     threads, warp, _ = consts()
     grid = min(rows, _config.MAX_BLOCKS)
     nbytes = shared_bytes(threads, warp)
-    if not _config.SIM:
+    if _config.SIM:
+        launch_sim(kernel, grid, threads, nbytes, args)
+    else:
         kernel[grid, threads, stream, nbytes](*args)
-        return
-    # The simulator runs a block as Python threads that meet at every barrier; with the default
-    # 5 ms GIL switch interval each barrier costs milliseconds. Shorten it for the launch only.
+
+
+def launch_sim(kernel, grid, threads, nbytes, args) -> None:
+    """Simulator launch. The simulator runs a block as Python threads that meet at every barrier;
+    with the default 5 ms GIL switch interval each barrier costs milliseconds, so the interval is
+    shortened for the launch only."""
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     try:
@@ -109,7 +115,8 @@ def kernel_args(op: str, *a):
         (x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, klo,
          bad, first) = a  # fmt: skip
         one_t = float(inv_t) == 1.0
-        k = ks.score(kind(x), math_type(x), t, w, tile, bool(has_labels), bool(has_teacher), one_t)
+        k = ks.score(kind(x), kind(tq), math_type(x), t, w, tile, bool(has_labels),
+                     bool(has_teacher), one_t)  # fmt: skip
         return k, (x, y, ignore_index, tq, float(inv_t), lse, ent, amax, ce, correct, klo, bad, first)
     raise KeyError(op)
 
