@@ -242,8 +242,12 @@ def _nan_cases():
         ("softmax_entropy", lambda **kw: ne.softmax_entropy(xn, **kw), "logits", 2),
         ("softmax_kl[q]", lambda **kw: ne.softmax_kl_divergence(T, xn, **kw), "logits_q", 2),
         ("softmax_kl[p]", lambda **kw: ne.softmax_kl_divergence(xn, T, **kw), "logits_p", 2),
-        ("sce[labels]", lambda **kw: ne.softmax_cross_entropy(xn, np.array([0, 1, 2, 3]), **kw),
-         "logits", 2),
+        (
+            "sce[labels]",
+            lambda **kw: ne.softmax_cross_entropy(xn, np.array([0, 1, 2, 3]), **kw),
+            "logits",
+            2,
+        ),
         ("sce[soft]", lambda **kw: ne.softmax_cross_entropy(xn, P, **kw), "logits", 2),
         ("sce[soft target]", lambda **kw: ne.softmax_cross_entropy(X, pn, **kw), "target", 1),
     ]
@@ -262,7 +266,7 @@ def test_nan_policy_raise_names_the_first_nan_row(backend, reduction, name, call
     res = np.asarray(call(backend=backend))
     nan_rows = np.flatnonzero(np.isnan(res))
     assert nan_rows[0] == row
-    assert np.all(np.isfinite(res[: row]))
+    assert np.all(np.isfinite(res[:row]))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -307,7 +311,9 @@ LOGIT_ARG = {
 
 
 @pytest.mark.parametrize("func", list(LOGIT_CALLS))
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.int64, np.int32, np.uint8, np.bool_], ids=lambda d: np.dtype(d).name
+)
 def test_integer_or_bool_logits(func, dtype):
     with raises(TypeError, rf"\b{LOGIT_ARG.get(func, 'logits')}\b", "float"):
         LOGIT_CALLS[func]((X > 0).astype(dtype))
@@ -324,9 +330,7 @@ def test_non_real_logits(func, bad):
         LOGIT_CALLS[func](bad)
 
 
-@pytest.mark.parametrize(
-    ("func", "which"), [(f, "p") for f in PROB] + [(f, "q") for f in PROB2]
-)
+@pytest.mark.parametrize(("func", "which"), [(f, "p") for f in PROB] + [(f, "q") for f in PROB2])
 @pytest.mark.parametrize(
     "bad",
     [P.astype(np.complex128), P.astype(str), P.astype(object), [["a", "b"]], [[1.0, 2.0], [3.0]]],
@@ -366,7 +370,9 @@ def test_score_labels_must_be_integers(bad):
         ne.score(X, bad, backend="numpy")
 
 
-@pytest.mark.parametrize("bad", [np.array(["a"] * 5), np.ones(5, np.complex128)], ids=["str", "complex"])
+@pytest.mark.parametrize(
+    "bad", [np.array(["a"] * 5), np.ones(5, np.complex128)], ids=["str", "complex"]
+)
 def test_bad_weight_dtype(bad):
     with raises(TypeError, r"\bweight\b"):
         ne.softmax_cross_entropy(X, Y, weight=bad, backend="numpy")
@@ -435,7 +441,9 @@ def test_soft_targets_with_a_custom_ignore_index(ignore_index):
         ne.softmax_cross_entropy(X, P, ignore_index=ignore_index, backend="numpy")
 
 
-@pytest.mark.parametrize("bad", [np.ones(4), np.ones(6), np.ones((1, 5)), np.ones((5, 5))], ids=shape_id)
+@pytest.mark.parametrize(
+    "bad", [np.ones(4), np.ones(6), np.ones((1, 5)), np.ones((5, 5))], ids=shape_id
+)
 @pytest.mark.parametrize("target", ["labels", "soft"])
 def test_weight_of_the_wrong_length(bad, target):
     t = Y if target == "labels" else P
@@ -634,8 +642,12 @@ def _calls(a, backend):
         (lambda: ne.softmax(a["x"], axis=0, **b), None),
         (lambda: ne.softmax_entropy(a["xn"], **b), None),
         (lambda: ne.softmax_kl_divergence(a["t"], a["x"], temperature=2.0, **b), None),
-        (lambda: ne.softmax_cross_entropy(a["x"], a["y"], weight=a["w"], label_smoothing=0.1,
-                                          reduction="mean", **b), None),
+        (
+            lambda: ne.softmax_cross_entropy(
+                a["x"], a["y"], weight=a["w"], label_smoothing=0.1, reduction="mean", **b
+            ),
+            None,
+        ),
         (lambda: ne.softmax_cross_entropy(a["x"], a["p"], weight=a["w"], **b), None),
         (lambda: ne.score(a["x"], a["y"], teacher_logits=a["t"], base=2, **b), None),
         # error paths

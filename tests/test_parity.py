@@ -50,8 +50,10 @@ def assert_matches(got, ref, tol):
 def rand_probs(rng, shape, class_axis=-1, zeros=0.2):
     """Rows that sum to 1 along ``class_axis`` with ~``zeros`` exact zeros (never an all-zero row)."""
     shape = tuple(shape)
-    last = shape[:class_axis % len(shape)] + shape[class_axis % len(shape) + 1 :] + (
-        shape[class_axis],
+    last = (
+        shape[: class_axis % len(shape)]
+        + shape[class_axis % len(shape) + 1 :]
+        + (shape[class_axis],)
     )
     x = rng.random(last)
     if x.size and zeros:
@@ -334,8 +336,11 @@ def test_soft_targets_take_no_ignore_index(backend, rng):
     with pytest.raises(RuntimeError):  # torch refuses too
         torch_ce(x, t, None, ignore_index=1)
     # the default is accepted, and matches torch
-    assert_matches(ne.softmax_cross_entropy(x, t, backend=backend), torch_ce(x, t, None,
-                   reduction="none"), 1e-10)
+    assert_matches(
+        ne.softmax_cross_entropy(x, t, backend=backend),
+        torch_ce(x, t, None, reduction="none"),
+        1e-10,
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

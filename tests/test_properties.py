@@ -228,7 +228,8 @@ def everything(draw):
 @SETTINGS
 @given(
     case=everything(),
-    base=st.floats(0.05, 100.0).filter(lambda b: abs(math.log(b)) > 0.05) | st.sampled_from([2, 10]),
+    base=st.floats(0.05, 100.0).filter(lambda b: abs(math.log(b)) > 0.05)
+    | st.sampled_from([2, 10]),
 )
 def test_base_change_divides_by_ln_base(backend, case, base):
     dtype = case[0]
@@ -275,10 +276,18 @@ def test_reductions_are_the_sum_and_mean_of_the_rows(backend, case, weighted, sm
     keep = y != -100
     denom = (np.ones(x.shape[1]) if w is None else w)[y[keep]].sum()
     ref_mean = rows.sum() / denom if denom else math.nan
-    near(ne.softmax_cross_entropy(x, y, reduction="sum", **kw), rows.sum(), dtype,
-         scale=_scale(rows.sum()))
-    near(ne.softmax_cross_entropy(x, y, reduction="mean", **kw), ref_mean, dtype,
-         scale=_scale(ref_mean))
+    near(
+        ne.softmax_cross_entropy(x, y, reduction="sum", **kw),
+        rows.sum(),
+        dtype,
+        scale=_scale(rows.sum()),
+    )
+    near(
+        ne.softmax_cross_entropy(x, y, reduction="mean", **kw),
+        ref_mean,
+        dtype,
+        scale=_scale(ref_mean),
+    )
     assert np.all(rows[~keep] == 0)
 
 
@@ -341,8 +350,9 @@ def test_shift_invariance(backend, case, data):
     xs, ts = x + c, t + c2
     assert np.array_equal(xs - c, x)  # the shift is exact
     lse = ne.logsumexp(x, backend=backend)
-    near(ne.logsumexp(xs, backend=backend), f64(lse) + f64(c[:, 0]), dtype,
-         scale=_scale(lse) + 1000)
+    near(
+        ne.logsumexp(xs, backend=backend), f64(lse) + f64(c[:, 0]), dtype, scale=_scale(lse) + 1000
+    )
     for f, args, args_s in (
         (ne.softmax_entropy, (x,), (xs,)),
         (ne.softmax, (x,), (xs,)),
@@ -400,9 +410,7 @@ def test_score_fields_equal_the_single_functions(backend, case, temperature):
         "logsumexp": ne.logsumexp(x, backend=backend),
         "entropy": ne.softmax_entropy(x, backend=backend),
         "cross_entropy": ne.softmax_cross_entropy(x, y, backend=backend),
-        "kl_divergence": ne.softmax_kl_divergence(
-            t, x, temperature=temperature, backend=backend
-        ),
+        "kl_divergence": ne.softmax_kl_divergence(t, x, temperature=temperature, backend=backend),
     }
     for field, ref in checks.items():
         got = getattr(s, field)
@@ -427,3 +435,69 @@ def test_score_fields_equal_the_single_functions(backend, case, temperature):
     bare = ne.score(x, backend=backend)
     assert bare.cross_entropy is None and bare.correct is None and bare.kl_divergence is None
     near(bare.entropy, s.entropy, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(
+    max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    n=st.integers(1, 4),
+    c=st.integers(1000, 5000),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**32 - 1),
+    shift=st.integers(-1000, 1000),
+)
+def test_identities_across_kernel_blocks(backend, n, c, dtype, seed, shift):
+    """Rows longer than one kernel block (1024): the same identities, with error independent of C."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-2048, 2049, (n, c)) / 64.0).astype(dtype)
+    t = (rng.integers(-2048, 2049, (n, c)) / 64.0).astype(dtype)
+    y = rng.integers(0, c, n)
+    p = rng.random((n, c))
+    p[rng.random((n, c)) < 0.3] = 0.0
+    p[:, 0] += 0.1
+    p = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+    q = rng.random((n, c)) + 1e-3
+    q = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
+    b = dict(backend=backend)
+    # probability identities
+    h, ce, kl = ne.entropy(p, **b), ne.cross_entropy(p, q, **b), ne.kl_divergence(p, q, **b)
+    near(kl, f64(ce) - f64(h), dtype, scale=_scale(ce, h))
+    assert np.all(f64(kl) >= -TOL[dtype])
+    near(ne.js_divergence(p, q, **b), ne.js_divergence(q, p, **b), dtype)
+    # shift invariance
+    xs = x + dtype.type(shift)
+    assert np.array_equal(xs - dtype.type(shift), x)
+    lse = ne.logsumexp(x, **b)
+    near(ne.logsumexp(xs, **b), f64(lse) + shift, dtype, scale=_scale(lse) + 1000)
+    for f, args, args_s in (
+        (ne.softmax_entropy, (x,), (xs,)),
+        (ne.softmax_cross_entropy, (x, y), (xs, y)),
+        (ne.softmax_kl_divergence, (t, x), (t, xs)),
+    ):
+        ref = f(*args, **b)
+        near(f(*args_s, **b), ref, dtype, scale=_scale(ref))
+    # softmax rows sum to one
+    sums = f64(ne.softmax(x, **b)).sum(axis=1)
+    near(sums, np.ones(n), dtype, scale=10)
+    # score = the single functions
+    s = ne.score(x, y, teacher_logits=t, **b)
+    near(s.logsumexp, lse, dtype, scale=_scale(lse))
+    for field, ref in (
+        ("entropy", ne.softmax_entropy(x, **b)),
+        ("cross_entropy", ne.softmax_cross_entropy(x, y, **b)),
+        ("kl_divergence", ne.softmax_kl_divergence(t, x, **b)),
+    ):
+        near(getattr(s, field), ref, dtype, scale=_scale(ref))
+    np.testing.assert_array_equal(x[np.arange(n), s.argmax], x.max(axis=1))
+    # the float64 oracle on the same values
+    for f, args in (
+        (ne.entropy, (p,)),
+        (ne.kl_divergence, (p, q)),
+        (ne.logsumexp, (x,)),
+        (ne.softmax_entropy, (x,)),
+        (ne.softmax_kl_divergence, (t, x)),
+    ):
+        ref = f(*(f64(a) for a in args), backend="numpy")
+        near(f(*args, **b), ref, dtype, scale=_scale(ref))

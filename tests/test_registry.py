@@ -45,7 +45,11 @@ def run_python(code: str, **env_overrides) -> subprocess.CompletedProcess:
         else:
             env[k] = v
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
         cwd=str(REPO),
     )
 
@@ -253,7 +257,6 @@ def test_concurrent_threads_dispatch_to_their_own_backend(monkeypatch):
         assert by_thread[ident] == tag
     for v in results:
         np.testing.assert_allclose(v, np.log(4.0), rtol=1e-12)
-
 
 
 def test_explicit_backend_argument_beats_the_context(monkeypatch):

@@ -24,6 +24,7 @@ for a NaN, which then propagates), exactly as in ``numbaent._kernels._blocks``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -107,6 +108,7 @@ else:
         return np.float32(h)  # cvt.f32.f16
 
 
+@functools.lru_cache(maxsize=None)
 def _shuffles(nc: int, threads: int, warp: int):
     """(shfl_down(st, ot, delta), shfl_first(st)) for ``nc``-component state vectors over warps of
     ``warp`` lanes: ot <- st of lane + delta (own st past the warp's end); st <- st of lane 0."""
@@ -158,6 +160,7 @@ def _shuffles(nc: int, threads: int, warp: int):
 # loads: element -> math type (half types decoded in registers, never copied to float32 first)
 
 
+@functools.lru_cache(maxsize=None)
 def loader(kind: str, mt):
     """Device function ``ld(a, i, j)`` -> a[i, j] as math type ``mt`` (np.float32 / np.float64);
     ``kind`` is the input's element kind: "f16", "bf16" (uint16 bits), "f32" or "f64"."""
@@ -182,6 +185,7 @@ def loader(kind: str, mt):
     return ld
 
 
+@functools.lru_cache(maxsize=None)
 def loader1(kind: str, mt):
     """As :func:`loader` for a 1-D array: ``ld(a, j)``."""
     if kind == "bf16":
@@ -249,6 +253,7 @@ def lset_move(S, T, m_old, m_new):
 # combines (st <- st (+) ot; st is the lower lane's state); ``aux`` is a per-launch float64
 
 
+@functools.lru_cache(maxsize=None)
 def combine_sums(nc):
     @dev
     def combine(st, ot, aux):
@@ -324,6 +329,7 @@ def combine_kl(st, ot, aux):
     st[4] = U1 + U2
 
 
+@functools.lru_cache(maxsize=None)
 def combine_score(mt):
     """SCORE states for math type ``mt``; aux = 1 / temperature. The model's KL reference is
     ref(m) * it computed in the math type, as the per-thread loop computes it."""
@@ -386,6 +392,7 @@ def shared_bytes(threads: int, warp: int) -> int:
     return 8 * n
 
 
+@functools.lru_cache(maxsize=None)
 def block_reduce(combine, nc: int, threads: int, warp: int):
     """Device function ``reduce(st, ot, shared, aux)``: combine the ``nc``-component float64 states
     ``st`` of all threads of the block; on return every thread holds the block's state in ``st``.

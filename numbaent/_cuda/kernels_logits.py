@@ -46,6 +46,7 @@ from ._devmath import (
 )
 
 
+@functools.lru_cache(maxsize=None)
 def _row_lse(ldx, mt, threads, tile):
     """Per-thread (m, S) of row i over elements tid, tid + threads, ... (buf: local, tile)."""
     step = threads * tile
@@ -76,6 +77,7 @@ def _row_lse(ldx, mt, threads, tile):
     return row_lse
 
 
+@functools.lru_cache(maxsize=None)
 def _row_lset(ldx, mt, threads, tile):
     """Per-thread (m, S, T), T = sum e (x - m): softmax entropy = log S - T / S."""
     step = threads * tile
@@ -207,6 +209,7 @@ def softmax_entropy(kx, mt, threads, warp, tile):
 # softmax cross-entropy
 
 
+@functools.lru_cache(maxsize=None)
 def _row_lin(ldx, coef, mt, threads, tile):
     """Per-thread (m, S, Csum, A): the lse state plus the linear term of a target with
     coefficients c_j = coef(i, j) (0 outside the row): A = sum_j c_j (ref - x_j), ref = ref(m)

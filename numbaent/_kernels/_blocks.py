@@ -77,6 +77,22 @@ def block_sumexp(r, lo, hi, m):
 
 
 @njit(**BLK)
+def block_sumexp_max(r, lo, hi, ref):
+    """One pass: (sum exp(x - ref), max x) for a reference ``ref`` taken from earlier blocks. Terms
+    may exceed 1 (x > ref); the caller redoes the block when its max is more than SLACK above ref."""
+    r = r[lo:hi]
+    z = cst(ref, 0.0)
+    s = z
+    k = key(cst(ref, NINF))
+    for j in range(hi - lo):
+        v = cst(ref, ld(r[j]))
+        kk = key(v)
+        k = kk if kk > k else k
+        s += vexpm(v - ref)
+    return s, unkey(k, ref)
+
+
+@njit(**BLK)
 def block_sumexp_t(r, lo, hi, m):
     """(sum e, sum e * (x - m)) with e = exp(x - m); a term with e == 0 adds 0 to the second sum."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
@@ -116,19 +132,41 @@ def update_max(m, bm):
     return m
 
 
+# exp(x - ref) stays finite in float32 for x - ref < 88: a block whose max is at most SLACK above the
+# reference from earlier blocks is summed in the same pass that finds its max (one read of the
+# block instead of two); a larger jump (rare: the max of a row usually settles early) redoes it.
+SLACK = 64.0
+
+
 @njit(**ROW)
 def row_lse(r, like):
-    """Online log-sum-exp state (m, S) of one row: lse = m + log(S). S is float64."""
+    """Online log-sum-exp state (m, S) of one row: lse = m + log(S), S float64 relative to m."""
     c = r.shape[0]
     m = cst(like, NINF)
+    if c > 0:  # a finite first element serves as the first reference, so that the first block
+        x0 = cst(like, ld(r[0]))  # is one pass too (checked against SLACK like any other block)
+        if x0 > NINF and x0 < -NINF:
+            m = x0
     S = 0.0
+    slack = cst(like, SLACK)
     for lo in range(0, c, BLOCK):
         hi = min(lo + BLOCK, c)
-        bm = update_max(m, block_max(r, lo, hi, like))
-        if bm != m:
+        if m == NINF:  # no finite reference yet: max first, then the sum (two passes)
+            bm = update_max(m, block_max(r, lo, hi, like))
             S *= rescale(m, bm)
             m = bm
-        S += float(block_sumexp(r, lo, hi, ref_of(m)))
+            S += float(block_sumexp(r, lo, hi, ref_of(m)))
+            continue
+        s, bm = block_sumexp_max(r, lo, hi, m)
+        if not (bm <= m + slack):  # a big jump, +inf or NaN: redo the block against the new max
+            bm = update_max(m, bm)
+            S *= rescale(m, bm)
+            m = bm
+            s = block_sumexp(r, lo, hi, m)
+        S += float(s)
+        if bm > m:  # move the reference up to the max (exact bookkeeping, keeps terms <= 1)
+            S *= rescale(m, bm)
+            m = bm
     return m, S
 
 
