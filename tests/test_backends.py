@@ -291,3 +291,22 @@ def test_reductions_and_units():
     assert np.isnan(ne.softmax_cross_entropy(np.zeros((2, 3)), np.array([-100, -100]),
                                              reduction="mean"))
     assert ne.softmax_cross_entropy(np.zeros((2, 3)), np.array([-100, -100]), reduction="sum") == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_few_rows_huge_classes(backend, dtype, rng):
+    """N < 16 and C >= 65536: the class axis is split into chunks whose states are combined."""
+    x = logits(rng, (5, 70001), dtype)
+    x[1] = -np.inf
+    x[2, 5] = np.nan
+    x[3, 69999] = np.inf
+    y = rng.integers(0, 70001, 5)
+    y[4] = -100
+    assert_close(ne.logsumexp(x, backend=backend), ne.logsumexp(f64(x), backend="numpy"), dtype)
+    for reduction in ("none", "sum"):
+        got = ne.softmax_cross_entropy(x, y, reduction=reduction, backend=backend)
+        ref = ne.softmax_cross_entropy(f64(x), y, reduction=reduction, backend="numpy")
+        assert_close(got, ref, dtype)
+    with pytest.raises(IndexError, match="row 0"):
+        ne.softmax_cross_entropy(x, np.array([70001, 0, 0, 0, 0]), backend=backend)

@@ -60,9 +60,20 @@ _NO_F64 = np.empty(0, np.float64)
 _NO_I8 = np.empty(0, np.int8)
 
 
+def _split_states(x, dtype):
+    m = np.empty(x.shape[0], dtype)
+    s = np.empty(x.shape[0], np.float64)
+    cpu_logits.split_lse(kernel_view(x), m, s)
+    return m.astype(np.float64), s
+
+
 def logsumexp(x, out):
     if _small(x):
         cpu_logits.small_rows(kernel_view(x), _NO_I64, 0, 0, out, _NO_F64, _NO_I8)
+    elif cpu_logits.use_split(*x.shape):
+        m, s = _split_states(x, out.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[...] = m + np.log(s)
     else:
         cpu_logits.logsumexp(kernel_view(x), out)
 
@@ -93,6 +104,17 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
     xv = kernel_view(x)
     if weight is None and eps == 0 and _small(x):
         cpu_logits.small_rows(xv, y, ignore_index, 1, out, row_w, bad)
+    elif weight is None and eps == 0 and cpu_logits.use_split(n, c):
+        m, s = _split_states(x, out.dtype)
+        ignored = y == ignore_index
+        bad[...] = ~ignored & ((y < 0) | (y >= c))
+        ok = ~ignored & (bad == 0)
+        xy = np.zeros(n)
+        xy[ok] = x[np.flatnonzero(ok), y[ok]].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss = (m - xy) + np.log(s)
+        out[...] = np.where(ok, loss, np.where(ignored, 0.0, np.nan))
+        row_w[...] = ok
     elif weight is None and eps == 0:
         cpu_logits.ce_labels(xv, y, ignore_index, out, row_w, bad)
     else:

@@ -299,3 +299,43 @@ def small_rows(x, y, ignore_index, mode, out, rowweight, bad):
                 else:
                     out[r0 + i] = (m[i] - buf[lab, i]) + s[i]
                     rowweight[r0 + i] = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# few rows x huge C: the class axis is split into fixed chunks of SPLIT_CHUNK classes whose (m, S)
+# states are computed in parallel over (row, chunk) pairs and combined in chunk order. The split
+# depends on the shape only, never on the thread count, so results stay bit-identical per input.
+
+SPLIT_ROWS = 16
+SPLIT_CHUNK = 32768
+
+
+def use_split(n, c):
+    return n < SPLIT_ROWS and c >= 2 * SPLIT_CHUNK
+
+
+@njit(**KERNEL)
+def split_lse(x, out_m, out_s):
+    """(m, S) of every row, from chunk states combined in order: S = sum_k S_k exp(m_k - m)."""
+    n, c = x.shape
+    nch = (c + SPLIT_CHUNK - 1) // SPLIT_CHUNK
+    pm = np.empty(n * nch, out_m.dtype)
+    ps = np.empty(n * nch, np.float64)
+    for t in prange(n * nch):
+        i = t // nch
+        lo = (t % nch) * SPLIT_CHUNK
+        m, S = row_lse(x[i, lo : min(lo + SPLIT_CHUNK, c)], out_m)
+        pm[t] = m
+        ps[t] = S
+    for i in range(n):
+        m = cst(out_m, NINF)
+        S = 0.0
+        for k in range(nch):
+            mk = pm[i * nch + k]
+            bm = update_max(m, mk)
+            if bm != m:
+                S *= rescale(m, bm)
+                m = bm
+            S += ps[i * nch + k] * rescale(mk, m) if mk != m else ps[i * nch + k]
+        out_m[i] = m
+        out_s[i] = S
