@@ -55,7 +55,11 @@ def f32_from_bits(typingctx, x):
             if x.bitwidth > 32:
                 v = builder.trunc(v, ir.IntType(32))
             elif x.bitwidth < 32:
-                v = builder.zext(v, ir.IntType(32)) if not x.signed else builder.sext(v, ir.IntType(32))
+                v = (
+                    builder.zext(v, ir.IntType(32))
+                    if not x.signed
+                    else builder.sext(v, ir.IntType(32))
+                )
             return builder.bitcast(v, ir.FloatType())
 
         return types.float32(x), codegen

@@ -50,8 +50,16 @@ def test_entropy_float32(big, backend):
     _, _, p = big
     p64 = p.astype(np.float64)
     _bound(ne.entropy(p, backend=backend), ne.entropy(p64, backend="numpy"))
-    _bound(ne.entropy(p, normalize=True, backend=backend),
-           ne.entropy(p64, normalize=True, backend="numpy"))
+    _bound(
+        ne.entropy(p, normalize=True, backend=backend),
+        ne.entropy(p64, normalize=True, backend="numpy"),
+    )
     q = np.roll(p, 1, axis=1)
-    _bound(ne.kl_divergence(p, q, backend=backend), ne.kl_divergence(p64, q.astype(np.float64), backend="numpy"))
-    _bound(ne.cross_entropy(p, q, backend=backend), ne.cross_entropy(p64, q.astype(np.float64), backend="numpy"))
+    _bound(
+        ne.kl_divergence(p, q, backend=backend),
+        ne.kl_divergence(p64, q.astype(np.float64), backend="numpy"),
+    )
+    _bound(
+        ne.cross_entropy(p, q, backend=backend),
+        ne.cross_entropy(p64, q.astype(np.float64), backend="numpy"),
+    )

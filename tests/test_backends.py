@@ -122,10 +122,12 @@ def test_cross_entropy_soft(backend, dtype, shape, smoothing, rng):
     t = probs(rng, shape, dtype)
     w = rng.random(shape[1]) + 0.5
     for weight in (None, w):
-        got = ne.softmax_cross_entropy(x, t, weight=weight, label_smoothing=smoothing,
-                                       backend=backend)
-        ref = ne.softmax_cross_entropy(f64(x), f64(t), weight=weight, label_smoothing=smoothing,
-                                       backend="numpy")
+        got = ne.softmax_cross_entropy(
+            x, t, weight=weight, label_smoothing=smoothing, backend=backend
+        )
+        ref = ne.softmax_cross_entropy(
+            f64(x), f64(t), weight=weight, label_smoothing=smoothing, backend="numpy"
+        )
         assert_close(got, ref, dtype)
 
 
@@ -158,8 +160,11 @@ def test_score_fields_match_the_single_functions(backend, rng):
     assert_close(s.logsumexp, ne.logsumexp(x, backend=backend), np.float32)
     assert_close(s.entropy, ne.softmax_entropy(x, backend=backend), np.float32)
     assert_close(s.cross_entropy, ne.softmax_cross_entropy(x, y, backend=backend), np.float32)
-    assert_close(s.kl_divergence,
-                 ne.softmax_kl_divergence(t, x, temperature=1.7, backend=backend), np.float32)
+    assert_close(
+        s.kl_divergence,
+        ne.softmax_kl_divergence(t, x, temperature=1.7, backend=backend),
+        np.float32,
+    )
     np.testing.assert_array_equal(s.argmax, np.argmax(x, axis=1))
     assert s.summary()["accuracy"] == pytest.approx(np.mean(np.argmax(x, axis=1) == y))
 
@@ -288,8 +293,9 @@ def test_reductions_and_units():
     assert isinstance(ne.entropy(p, reduction="mean"), float)
     np.testing.assert_allclose(ne.entropy(p, base=2), per_row / np.log(2))
     np.testing.assert_allclose(ne.entropy(p, base=10), per_row / np.log(10))
-    assert np.isnan(ne.softmax_cross_entropy(np.zeros((2, 3)), np.array([-100, -100]),
-                                             reduction="mean"))
+    assert np.isnan(
+        ne.softmax_cross_entropy(np.zeros((2, 3)), np.array([-100, -100]), reduction="mean")
+    )
     assert ne.softmax_cross_entropy(np.zeros((2, 3)), np.array([-100, -100]), reduction="sum") == 0
 
 

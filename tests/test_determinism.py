@@ -20,8 +20,9 @@ def _all_results(x, t, y, p, q):
     s = ne.score(x, y, teacher_logits=t, temperature=1.5, backend="cpu")
     return [
         ne.softmax_cross_entropy(x, y, backend="cpu"),
-        ne.softmax_cross_entropy(x, y, label_smoothing=0.1, weight=np.linspace(0.5, 1.5, x.shape[1]),
-                                 backend="cpu"),
+        ne.softmax_cross_entropy(
+            x, y, label_smoothing=0.1, weight=np.linspace(0.5, 1.5, x.shape[1]), backend="cpu"
+        ),
         ne.softmax_cross_entropy(x, p, backend="cpu"),
         ne.logsumexp(x, backend="cpu"),
         ne.softmax_entropy(x, backend="cpu"),

@@ -26,23 +26,49 @@ def _apply(f):
 
 
 SPECIAL32 = np.array(
-    [0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, 1e-45, 1.1754942e-38, 1.1754944e-38, 3.4e38,
-     88.72, 88.73, -87.33, -103.97, -104.0, -200.0, 1e-30, 2.0, 0.5],
+    [
+        0.0,
+        -0.0,
+        np.inf,
+        -np.inf,
+        np.nan,
+        1.0,
+        1e-45,
+        1.1754942e-38,
+        1.1754944e-38,
+        3.4e38,
+        88.72,
+        88.73,
+        -87.33,
+        -103.97,
+        -104.0,
+        -200.0,
+        1e-30,
+        2.0,
+        0.5,
+    ],
     dtype=np.float32,
 )
 
 
 def _inputs32(rng):
     bits = rng.integers(0, 2**32, 3_000_000, dtype=np.uint64).astype(np.uint32)
-    return np.concatenate([bits.view(np.float32), SPECIAL32,
-                           np.linspace(-110, 90, 400_001, dtype=np.float32)])
+    return np.concatenate(
+        [bits.view(np.float32), SPECIAL32, np.linspace(-110, 90, 400_001, dtype=np.float32)]
+    )
 
 
 def _inputs64(rng):
     bits = rng.integers(0, 2**63, 2_000_000, dtype=np.uint64) * np.uint64(2)
     extra = [5e-324, 2.2250738585072014e-308, 709.78, 709.79, -745.1, -745.2, -708.4]
-    return np.concatenate([bits.view(np.float64), SPECIAL32.astype(np.float64), extra,
-                           np.linspace(-750, 712, 400_001)])
+    return np.concatenate(
+        [
+            bits.view(np.float64),
+            SPECIAL32.astype(np.float64),
+            extra,
+            np.linspace(-750, 712, 400_001),
+        ]
+    )
 
 
 def _check(got, ref, dtype, max_ulp=2.0):
@@ -76,8 +102,9 @@ def test_float64(name, ref):
         _check(o, ref(a), np.float64)
 
 
-@pytest.mark.parametrize(("name", "dtype", "flush"), [("expm32", np.float32, -87.33),
-                                                      ("expm64", np.float64, -708.39)])
+@pytest.mark.parametrize(
+    ("name", "dtype", "flush"), [("expm32", np.float32, -87.33), ("expm64", np.float64, -708.39)]
+)
 def test_exp_for_nonpositive_arguments(name, dtype, flush):
     rng = np.random.default_rng(3)
     a = (-np.abs(_inputs32(rng))).astype(dtype)
@@ -100,7 +127,9 @@ def test_half_decoders_are_exact():
 
 def test_keys_preserve_order():
     a = _inputs32(np.random.default_rng(4))[:200_000]
-    a = np.sort(np.concatenate([a[~np.isnan(a)], np.array([-np.inf, np.inf, 0.0, -0.0], np.float32)]))
+    a = np.sort(
+        np.concatenate([a[~np.isnan(a)], np.array([-np.inf, np.inf, 0.0, -0.0], np.float32)])
+    )
     k = np.empty(a.size, np.int64)
     _apply(vm.key32)(a, k)
     assert np.all(np.diff(k) >= 0)

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .._vmath import cst, key, ld, unkey, vexpm, vlog
+from .._vmath import cst, key, ld, unkey, vexpm
 
 BLOCK = 1024
 # Only the innermost block loops (the block_* functions) get FASTMATH: reassociation is what lets a
@@ -33,7 +33,8 @@ BLOCK = 1024
 FASTMATH = {"nsz", "contract", "reassoc", "arcp"}
 # cache=True: compiled code is stored next to the sources (or in NUMBA_CACHE_DIR), so a new process
 # loads instead of compiling (tests/test_coldstart.py checks that a changed thread count still works)
-KERNEL = {"parallel": True, "fastmath": False, "error_model": "numpy", "cache": True}
+# nogil: calls from several Python threads run their kernels concurrently
+KERNEL = {"parallel": True, "nogil": True, "fastmath": False, "error_model": "numpy", "cache": True}
 ROW = {"fastmath": False, "error_model": "numpy", "cache": True}
 BLK = {"fastmath": FASTMATH, "error_model": "numpy", "cache": True}
 NINF = -np.inf

@@ -16,10 +16,10 @@ from .._vmath import cst, ld, vexp, vexpm, vlog
 from ._blocks import (
     BLK,
     BLOCK,
-    TILE,
     KERNEL,
     NINF,
     ROW,
+    TILE,
     block_max,
     block_max_scaled,
     kl_from_states,

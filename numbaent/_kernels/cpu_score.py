@@ -105,7 +105,9 @@ def _first_nan(r):
 
 
 @njit(**KERNEL)
-def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, kl, bad):
+def score(
+    x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, kl, bad
+):
     c = x.shape[1]
     it = cst(lse, inv_t)
     one_t = inv_t == 1.0
