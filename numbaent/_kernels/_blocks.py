@@ -94,6 +94,25 @@ def block_sumexp_max(r, lo, hi, ref):
 
 
 @njit(**BLK)
+def block_sumexp_t_max(r, lo, hi, ref):
+    """block_sumexp_t against a reference from earlier blocks, plus the block max (one pass)."""
+    r = r[lo:hi]
+    z = cst(ref, 0.0)
+    s = z
+    t = z
+    k = key(cst(ref, NINF))
+    for j in range(hi - lo):
+        v = cst(ref, ld(r[j]))
+        kk = key(v)
+        k = kk if kk > k else k
+        d = v - ref
+        e = vexpm(d)
+        s += e
+        t += z if e == 0 else e * d
+    return s, t, unkey(k, ref)
+
+
+@njit(**BLK)
 def block_sumexp_t(r, lo, hi, m):
     """(sum e, sum e * (x - m)) with e = exp(x - m); a term with e == 0 adds 0 to the second sum."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
@@ -173,23 +192,39 @@ def row_lse(r, like):
 
 @njit(**ROW)
 def row_lse_t(r, like):
-    """(m, S, T) with T = sum exp(x - m) * (x - m): softmax entropy = log S - T / S."""
+    """(m, S, T) with T = sum exp(x - m) * (x - m): softmax entropy = log S - T / S. One pass per
+    block against the running reference, as row_lse."""
     c = r.shape[0]
     m = cst(like, NINF)
+    if c > 0:
+        x0 = cst(like, ld(r[0]))
+        if x0 > NINF and x0 < -NINF:
+            m = x0
     S = 0.0
     T = 0.0
+    slack = cst(like, SLACK)
     for lo in range(0, c, BLOCK):
         hi = min(lo + BLOCK, c)
-        bm = update_max(m, block_max(r, lo, hi, like))
+        done = False
+        if m != NINF:
+            s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
+            done = fbm <= m + slack
+        if done:
+            S += float(s)
+            T += float(t)
+            bm = update_max(m, fbm)
+        else:
+            bm = update_max(m, block_max(r, lo, hi, like))
         if bm != m:
             f = rescale(m, bm)
             if m != NINF:
                 T = f * (T + (float(m) - float(bm)) * S)
             S *= f
             m = bm
-        s, t = block_sumexp_t(r, lo, hi, ref_of(m))
-        S += float(s)
-        T += float(t)
+        if not done:
+            s, t = block_sumexp_t(r, lo, hi, ref_of(m))
+            S += float(s)
+            T += float(t)
     return m, S, T
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._vmath import cst, ld, vexp, vexpm, vlog
+from .._vmath import cst, key, ld, unkey, vexp, vexpm, vlog
 from ._blocks import (
     BLK,
     BLOCK,
     KERNEL,
     NINF,
     ROW,
+    SLACK,
     TILE,
     block_max,
     block_max_scaled,
@@ -221,29 +222,75 @@ def blk_kl(rp, rq, lo, hi, ra, rb, inv_t):
     return sa, sb, u
 
 
+@njit(**BLK)
+def blk_kl_max(rp, rq, lo, hi, ra, rb, inv_t):
+    """blk_kl against the references of earlier blocks, plus both block maxima (one pass)."""
+    rp = rp[lo:hi]
+    rq = rq[lo:hi]
+    z = cst(ra, 0.0)
+    sa = z
+    sb = z
+    u = z
+    ka = key(cst(ra, NINF))
+    kb = ka
+    for j in range(hi - lo):
+        av = cst(ra, ld(rp[j])) * inv_t
+        bv = cst(ra, ld(rq[j])) * inv_t
+        kk = key(av)
+        ka = kk if kk > ka else ka
+        kk = key(bv)
+        kb = kk if kk > kb else kb
+        da = av - ra
+        db = bv - rb
+        ea = vexpm(da)
+        sa += ea
+        sb += vexpm(db)
+        u += z if ea == 0 else ea * (da - db)
+    return sa, sb, u, unkey(ka, ra), unkey(kb, ra)
+
+
 @njit(**ROW)
 def row_kl(rp, rq, inv_t, like):
     """D(softmax(p/T) || softmax(q/T)) for one pair of rows, in one pass over both
-    (state and references: see kl_move in _blocks)."""
+    (state and references: see kl_move in _blocks; one pass per block as row_lse)."""
     c = rp.shape[0]
     ma = cst(like, NINF)
     mb = cst(like, NINF)
+    if c > 0:
+        a0 = cst(like, ld(rp[0])) * inv_t
+        b0 = cst(like, ld(rq[0])) * inv_t
+        if a0 > NINF and a0 < -NINF and b0 > NINF and b0 < -NINF:
+            ma = a0
+            mb = b0
     Sa = 0.0
     Sb = 0.0
     U = 0.0
+    slack = cst(like, SLACK)
     for lo in range(0, c, BLOCK):
         hi = min(lo + BLOCK, c)
-        bma = update_max(ma, block_max_scaled(rp, lo, hi, like, inv_t))
-        bmb = update_max(mb, block_max_scaled(rq, lo, hi, like, inv_t))
+        done = False
+        if ma != NINF and mb != NINF:
+            sa, sb, u, fa, fb = blk_kl_max(rp, rq, lo, hi, ma, mb, inv_t)
+            done = fa <= ma + slack and fb <= mb + slack
+        if done:
+            Sa += float(sa)
+            Sb += float(sb)
+            U += float(u)
+            bma = update_max(ma, fa)
+            bmb = update_max(mb, fb)
+        else:
+            bma = update_max(ma, block_max_scaled(rp, lo, hi, like, inv_t))
+            bmb = update_max(mb, block_max_scaled(rq, lo, hi, like, inv_t))
         if bma != ma or bmb != mb:
             U, Sa = kl_move(U, Sa, ma, bma, ref_of(mb), ref_of(bmb))
             Sb *= rescale(mb, bmb)
             ma = bma
             mb = bmb
-        sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), inv_t)
-        Sa += float(sa)
-        Sb += float(sb)
-        U += float(u)
+        if not done:
+            sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), inv_t)
+            Sa += float(sa)
+            Sb += float(sb)
+            U += float(u)
     return kl_from_states(U, Sa, Sb)
 
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._vmath import cst, ld, vexpm
+from .._vmath import cst, key, ld, unkey, vexpm
 from ._blocks import (
     BLK,
     BLOCK,
     KERNEL,
     NINF,
     ROW,
+    SLACK,
     block_max,
     block_max_scaled,
     block_sumexp_t,
+    block_sumexp_t_max,
     kl_from_states,
     kl_move,
     ref_of,
@@ -53,6 +55,37 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
         st += et
         u += z if et == 0 else et * (da - d)
     return s, t, st, u
+
+
+@njit(**BLK)
+def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
+    """As _blk_teacher against the references of earlier blocks, plus both block maxima in the same
+    pass (see SLACK in _blocks: the caller redoes the block when a max jumps too far)."""
+    r = r[lo:hi]
+    rt = rt[lo:hi]
+    z = cst(rm, 0.0)
+    s = z
+    t = z
+    st = z
+    u = z
+    k = key(cst(rm, NINF))
+    kt = k
+    for j in range(hi - lo):
+        xv = cst(rm, ld(r[j]))
+        av = cst(rm, ld(rt[j]))
+        kk = key(xv)
+        k = kk if kk > k else k
+        kk = key(av)
+        kt = kk if kk > kt else kt
+        d = xv - rm
+        e = vexpm(d)
+        s += e
+        t += z if e == 0 else e * d
+        da = av - rt_
+        et = vexpm(da)
+        st += et
+        u += z if et == 0 else et * (da - d)
+    return s, t, st, u, unkey(k, rm), unkey(kt, rm)
 
 
 @njit(**BLK)
@@ -111,25 +144,53 @@ def score(
     c = x.shape[1]
     it = cst(lse, inv_t)
     one_t = inv_t == 1.0
+    slack = cst(lse, SLACK)
     for i in prange(x.shape[0]):
         r = x[i]
         rt = tq[i]  # tq is x itself when there is no teacher
         m = cst(lse, NINF)
+        mt = cst(lse, NINF)
+        if c > 0:  # finite first elements serve as first references (one-pass blocks, as row_lse)
+            x0 = cst(lse, ld(r[0]))
+            t0 = cst(lse, ld(rt[0])) * it
+            if x0 > NINF and x0 < -NINF and t0 > NINF and t0 < -NINF:
+                m = x0
+                mt = t0
         S = 0.0
         T = 0.0
         am = 0
-        mt = cst(lse, NINF)
         St = 0.0
         U = 0.0
         Sb = 0.0
         for lo in range(0, c, BLOCK):
             hi = min(lo + BLOCK, c)
-            bm = update_max(m, block_max(r, lo, hi, lse))
-            if has_teacher:  # KL(teacher || model): a = teacher / T, b = logits / T
-                bmt = update_max(mt, block_max_scaled(rt, lo, hi, lse, it))
-                if bmt != mt or bm != m:
-                    U, St = kl_move(U, St, mt, bmt, ref_of(m) * it, ref_of(bm) * it)
-                    mt = bmt
+            done = False
+            if one_t and m != NINF and (not has_teacher or mt != NINF):
+                # one pass: sums against the current references, block maxima alongside
+                if has_teacher:
+                    s, t, st, u, fbm, fbt = _blk_teacher_fused(r, rt, lo, hi, m, mt)
+                    done = fbm <= m + slack and fbt <= mt + slack
+                else:
+                    s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
+                    fbt = mt
+                    done = fbm <= m + slack
+                if done:
+                    S += float(s)
+                    T += float(t)
+                    if has_teacher:
+                        St += float(st)
+                        U += float(u)
+                    bm = update_max(m, fbm)
+                    bmt = update_max(mt, fbt)
+            if not done:
+                bm = update_max(m, block_max(r, lo, hi, lse))
+                bmt = mt
+                if has_teacher:
+                    bmt = update_max(mt, block_max_scaled(rt, lo, hi, lse, it))
+            # move the references to the new maxima (the sums already added follow exactly)
+            if has_teacher and (bmt != mt or bm != m):
+                U, St = kl_move(U, St, mt, bmt, ref_of(m) * it, ref_of(bm) * it)
+                mt = bmt
             if bm != m:
                 f = rescale(m, bm)
                 if m != NINF:
@@ -140,6 +201,8 @@ def score(
                 if bm > m:
                     am = _first_index(r, lo, hi, bm, lse)
                 m = bm
+            if done:
+                continue
             rm = ref_of(m)
             if not has_teacher:
                 s, t = block_sumexp_t(r, lo, hi, rm)
