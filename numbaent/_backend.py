@@ -55,7 +55,9 @@ def _env_default() -> str:
     return env
 
 
-_default = _env_default()
+# The process default, read from $NUMBAENT_BACKEND on first use (not at import: a bad value must not
+# make ``import numbaent`` or ``numbaent.backends()`` fail; the first call that needs it raises).
+_default: str | None = None
 _local = threading.local()
 
 
@@ -75,9 +77,12 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     """The backend a call with ``backend=None`` uses in this thread (a name, possibly "auto")."""
+    global _default
     stack = getattr(_local, "stack", None)
     if stack:
         return stack[-1]
+    if _default is None:
+        _default = _env_default()
     return _default
 
 

@@ -14,6 +14,17 @@ from . import _validate as v
 ArrayLike = Any
 
 
+def _host(a) -> np.ndarray:
+    """A NumPy view/copy of a per-row field: NumPy as is, CuPy via .get(), torch via .cpu()."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
 @dataclass(frozen=True)
 class Scores:
     """Per-row results of :func:`score`. Fields that were not computed are None.
@@ -45,14 +56,15 @@ class Scores:
         >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
         {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1}
         """
-        rows = int(np.size(self.logsumexp))
-        keep = None if self.ignored is None else ~np.asarray(self.ignored)
-        n_ign = 0 if self.ignored is None else int(np.count_nonzero(self.ignored))
+        rows = int(np.size(_host(self.logsumexp)))
+        ignored = None if self.ignored is None else _host(self.ignored)
+        keep = None if ignored is None else ~ignored
+        n_ign = 0 if ignored is None else int(np.count_nonzero(ignored))
 
         def mean(a, dtype=np.float64):
             if a is None:
                 return None
-            a = np.asarray(a).reshape(-1)
+            a = _host(a).reshape(-1)
             if keep is not None:
                 a = a[keep.reshape(-1)]
             return float(np.mean(a, dtype=dtype)) if a.size else math.nan

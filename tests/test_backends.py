@@ -215,6 +215,8 @@ def test_documented_special_values():
     # a zero target on a -inf logit contributes 0 (torch gives NaN)
     got = ne.softmax_cross_entropy(np.array([[-inf, 0.0]]), np.array([[0.0, 1.0]]))
     assert got[0] == 0.0
+    # ... but a +inf logit makes the row NaN whatever the targets are
+    assert np.isnan(ne.softmax_cross_entropy(np.array([[np.inf, 0.0]]), np.array([[0.0, 0.0]]))[0])
     assert ne.entropy(np.zeros((1, 0)))[0] == 0.0
     assert ne.cross_entropy([[1.0, 0.0]], [[0.0, 1.0]])[0] == inf
     assert ne.kl_divergence([[0.0, 1.0]], [[0.0, 1.0]])[0] == 0.0

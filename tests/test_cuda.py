@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import BF16, DTYPES, assert_close, logits, probs
+from conftest import BF16, assert_close, logits, probs
 
 import numbaent as ne
 
@@ -61,393 +61,6 @@ def test_import_does_not_touch_cuda():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-# --------------------------------------------------------------------------------------------------
-# PTX for sm_80 and sm_90 (normal process, no GPU)
-
-
-def _ptx_ready():
-    if SIM:
-        return "PTX compilation needs a normal (non-simulator) process"
-    try:
-        from numba.cuda.cudadrv import nvrtc, nvvm
-
-        if not nvvm.is_available():
-            return "NVVM not found (pip install nvidia-nvvm)"
-        nvrtc.get_supported_ccs()
-    except Exception as exc:  # pragma: no cover - depends on the CI image
-        return f"NVVM / NVRTC unavailable: {exc!r}"
-    return None
-
-
-PTX_SKIP = _ptx_ready()
-KINDS = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "bf16": np.uint16}
-
-
-def _ptx_cases():
-    """(id, op, args) for every kernel variant: numpy stand-ins with the launch's element types."""
-    z = np.zeros
-    i8, i64 = np.int8, np.int64
-    cases = []
-
-    def mt(*ks):
-        return np.float64 if "f64" in ks else np.float32
-
-    for k, dt in KINDS.items():
-        x = z((2, 5), dt)
-        o = z(2, mt(k))
-        flags, first = z(2, i8), z(1, i64)
-        cases.append((f"entropy-{k}", "entropy", (x, True, o, flags, first)))
-        for op in ("logsumexp", "softmax_entropy"):
-            cases.append((f"{op}-{k}", op, (x, o)))
-        for op in ("log_softmax", "softmax"):
-            cases.append((f"{op}-{k}", op, (x, z((2, 5), mt(k)))))
-        for op in ("cross_entropy", "kl_divergence"):
-            cases.append((f"{op}-{k}", op, (x, x, 1, True, o, flags, first)))
-        for norm in (False, True):
-            cases.append((f"js-{k}-norm{norm}", "js_divergence", (x, x, 0, norm, o, flags, first)))
-        for has_w in (False, True):
-            w = z(5, mt(k))
-            for eps in (0.0, 0.1):
-                a = (x, z(2, i64), w, has_w, -100, eps, o, z(2, np.float64), flags, first)
-                cases.append((f"ce_labels-{k}-w{has_w}-eps{eps}", "ce_labels", a))
-            cases.append((f"ce_soft-{k}-w{has_w}", "ce_soft", (x, x, w, has_w, 0.1, o)))
-        cases.append((f"softmax_kl-{k}", "softmax_kl", (x, x, 0.5, o)))
-        for lab, teach, inv_t in [(False, False, 1.0), (True, False, 1.0), (False, True, 1.0),
-                                  (True, True, 1.0), (True, True, 0.5), (False, True, 0.5)]:  # fmt: skip
-            a = (x, z(2, i64), lab, -100, x, teach, inv_t, o, o, z(2, i64), o, z(2, np.bool_), o,
-                 flags, first)  # fmt: skip
-            cases.append((f"score-{k}-labels{lab}-teacher{teach}-invt{inv_t}", "score", a))
-    # mixed element types: the math type follows the widest input
-    for kp, kq in (("f16", "f64"), ("bf16", "f32")):
-        p, q = z((2, 5), KINDS[kp]), z((2, 5), KINDS[kq])
-        o = z(2, mt(kp, kq))
-        cases.append((f"kl-{kp}-{kq}", "kl_divergence", (p, q, 0, False, o, z(2, i8), z(1, i64))))
-        cases.append((f"ce_soft-{kp}-{kq}", "ce_soft", (p, q, z(5, o.dtype), True, 0.0, o)))
-        cases.append((f"softmax_kl-{kp}-{kq}", "softmax_kl", (p, q, 1.0, o)))
-    a = (z((2, 5), np.float32), z(2, i64), True, -100, z((2, 5), np.uint16), True, 1.0,
-         *(z(2, np.float32),) * 2, z(2, i64), z(2, np.float32), z(2, np.bool_), z(2, np.float32),
-         z(2, i8), z(1, i64))  # fmt: skip
-    cases.append(("score-f32-teacher-bf16", "score", a))
-    return cases
-
-
-def _util_cases():
-    from numbaent._cuda import kernels_util as ku
-    from numbaent._cuda import ops
-
-    z = np.zeros
-    t, w, _ = ops.consts()
-    i64 = np.int64
-    out = []
-    for nd in (1, 2, 3):
-        tup = (i64(1),) * nd
-        for src, dst in ((np.float32, np.float32), (np.int64, np.float64), (np.uint16, np.uint16),
-                         (np.bool_, np.float64), (np.float64, np.float32)):  # fmt: skip
-            out.append((f"copy-{nd}d-{np.dtype(src)}-{np.dtype(dst)}", ku.copy_strided(nd),
-                        (z(4, src), i64(0), tup, z(4, dst), i64(0), tup, tup)))  # fmt: skip
-    out.append(("fill", ku.fill_i64, (z(3, i64), i64(1))))
-    for dt in (np.float32, np.float64):
-        out.append((f"divide-{np.dtype(dt)}", ku.divide, (z(3, dt), 2.0)))
-        out.append((f"reduce-{np.dtype(dt)}", ku.reduce_rows(t, w),
-                    (z(3, dt), z(3, np.float64), True, 1, 1.0, z(1, dt))))  # fmt: skip
-    out.append(("equals", ku.equals, (z(3, i64), i64(-100), z(3, np.bool_))))
-    for k, dt in KINDS.items():
-        out.append((f"nan_rows-{k}", ku.nan_rows(k), (z(2, np.float32), z((2, 3), dt), i64(1),
-                                                        z(1, i64))))  # fmt: skip
-    return out
-
-
-@pytest.fixture
-def no_device(monkeypatch):
-    """numba-cuda asks the current device for the compute capability of device functions even when
-    compiling PTX for an explicit one; stand in for a device of the target's capability."""
-    import numba.cuda.dispatcher as dispatcher
-
-    holder = {}
-
-    class FakeDevice:
-        @property
-        def compute_capability(self):
-            return holder["cc"]
-
-    monkeypatch.setattr(dispatcher, "get_current_device", lambda: FakeDevice())
-    return holder
-
-
-def _compile(kernel, args, cc, holder):
-    import numba
-    from numba import cuda
-
-    holder["cc"] = cc
-    sig = tuple(numba.typeof(a) for a in args)
-    ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc)
-    return ptx
-
-
-@pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
-@pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=lambda c: f"sm_{c[0]}{c[1]}")
-@pytest.mark.parametrize("case", _ptx_cases() if PTX_SKIP is None else [], ids=lambda c: c[0])
-def test_kernels_compile_to_ptx(case, cc, no_device):
-    from numbaent._cuda import ops
-
-    _, op, args = case
-    kernel, kargs = ops.kernel_args(op, *args)
-    ptx = _compile(kernel, kargs, cc, no_device)
-    assert f".target sm_{cc[0]}{cc[1]}" in ptx
-    assert "shfl.sync" in ptx  # the block reduction's warp stage
-    assert "st.local" not in ptx, "per-thread state or tile spilled to local memory"
-
-
-@pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
-@pytest.mark.parametrize("cc", [(8, 0), (9, 0)], ids=lambda c: f"sm_{c[0]}{c[1]}")
-@pytest.mark.parametrize("case", _util_cases() if PTX_SKIP is None else [], ids=lambda c: c[0])
-def test_util_kernels_compile_to_ptx(case, cc, no_device):
-    _, kernel, args = case
-    ptx = _compile(kernel, args, cc, no_device)
-    assert f".target sm_{cc[0]}{cc[1]}" in ptx
-
-
-# --------------------------------------------------------------------------------------------------
-# simulator or GPU: determinism, launch shapes, row flags
-
-FUNCS_1 = ["logsumexp", "softmax_entropy", "log_softmax", "softmax"]
-
-
-def _all_calls(rng, dtype, shape):
-    x, t = logits(rng, shape, dtype), logits(rng, shape, dtype)
-    p, q = probs(rng, shape, dtype), probs(rng, shape, dtype)
-    n, c = shape
-    y = rng.integers(0, c, n)
-    y[:: max(n // 3, 1)] = -100
-    w = rng.random(c) + 0.5
-    calls = [(f, (x,), {}) for f in FUNCS_1]
-    calls += [("entropy", (p,), {"normalize": True})]
-    calls += [(f, (p, q), {}) for f in ("cross_entropy", "kl_divergence", "js_divergence")]
-    calls += [("softmax_cross_entropy", (x, y), {"weight": w, "label_smoothing": 0.1})]
-    calls += [("softmax_cross_entropy", (x, t.astype(np.float32) ** 2), {"label_smoothing": 0.1})]
-    calls += [("softmax_kl_divergence", (x, t), {"temperature": 1.7})]
-    calls += [("score", (x, y), {"teacher_logits": t, "temperature": 0.5})]
-    return calls
-
-
-def _values(res):
-    if isinstance(res, ne.Scores):
-        return [np.asarray(a) for a in res.as_dict().values()]
-    return [np.asarray(res)]
-
-
-@needs_cuda
-@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=str)
-def test_deterministic(dtype, rng):
-    """Same input, same launch constants: bit-identical output (fixed reduction order)."""
-    for name, args, kw in _all_calls(rng, dtype, (5, 77)):
-        f = getattr(ne, name)
-        a = _values(f(*args, backend="cuda", **kw))
-        b = _values(f(*args, backend="cuda", **kw))
-        for u, w in zip(a, b, strict=True):
-            np.testing.assert_array_equal(u, w, err_msg=name)
-
-
-@needs_cuda
-@pytest.mark.parametrize(
-    ("threads", "tile", "blocks"),
-    # one warp of one lane; several warps; tile of 1; a grid of 1 block striding over every row
-    [(1, 1, 1), (2, 3, 2), (8, 2, 3), (16, 1, 1)] if SIM else [(32, 1, 2), (64, 4, 3), (1024, 16, 5)],
-)
-def test_launch_shapes(threads, tile, blocks, monkeypatch, rng):
-    """Results do not depend on the launch constants beyond rounding."""
-    from numbaent._cuda import _config
-
-    monkeypatch.setattr(_config, "THREADS", threads)
-    monkeypatch.setattr(_config, "TILE", tile)
-    monkeypatch.setattr(_config, "MAX_BLOCKS", blocks)
-    for name, args, kw in _all_calls(rng, np.float32, (7, 45)):
-        f = getattr(ne, name)
-        got = _values(f(*args, backend="cuda", **kw))
-        ref = _values(f(*[f64(a) if a.dtype.kind == "f" else a for a in args], backend="numpy",
-                        **{k: f64(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}))  # fmt: skip
-        for g, r in zip(got, ref, strict=True):
-            assert_close(g, r, np.float32, scale=5)
-
-
-def test_bad_threads_rejected(monkeypatch):
-    from numbaent._cuda import _config, ops
-
-    monkeypatch.setattr(_config, "THREADS", 48)
-    with pytest.raises(ValueError, match="NUMBAENT_CUDA_THREADS"):
-        ops.consts()
-
-
-@needs_cuda
-def test_row_flags_match_cpu(rng):
-    """The interface's row flags (negative entries, bad labels) are the cpu backend's, every row."""
-    from numbaent._kernels import cpu
-    from numbaent._cuda import host
-
-    p, q = probs(rng, (6, 9), np.float64), probs(rng, (6, 9), np.float64)
-    p[1, 3] = -0.1
-    q[1, 0] = -0.2
-    q[4, 8] = -1.0
-    for op in ("cross_entropy", "kl_divergence", "js_divergence"):
-        for normalize in (False, True):
-            oc, og = np.empty(6), np.empty(6)
-            fc = getattr(cpu, op)(p, q, normalize, oc)
-            fg = getattr(host, op)(p, q, normalize, og)
-            np.testing.assert_array_equal(fg, fc, err_msg=op)
-    fc, fg = cpu.entropy(p, False, np.empty(6)), host.entropy(p, False, np.empty(6))
-    np.testing.assert_array_equal(fg, fc)
-    x = logits(rng, (6, 9), np.float32)
-    y = np.array([0, 9, -100, -1, 8, 100])
-    oc, og = np.empty(6, np.float32), np.empty(6, np.float32)
-    wc, bc = cpu.ce_labels(x, y, None, -100, 0.0, oc)
-    wg, bg = host.ce_labels(x, y, None, -100, 0.0, og)
-    np.testing.assert_array_equal(bg, bc)
-    np.testing.assert_array_equal(wg, wc)
-    assert_close(og, oc, np.float32)
-    with pytest.raises(IndexError, match=r"label 9 at row 1 is outside \[0, 9\)"):
-        ne.softmax_cross_entropy(x, y, backend="cuda")
-    with pytest.raises(IndexError, match=r"labels: label 9 at row 1"):
-        ne.score(x, y, backend="cuda")
-    with pytest.raises(ValueError, match="q has a negative entry in row 1"):
-        ne.kl_divergence(np.abs(p), q, backend="cuda")
-
-
-# --------------------------------------------------------------------------------------------------
-# the device path on numba device arrays (simulator or GPU)
-
-
-def _dev(a):
-    from numba import cuda
-
-    if a.dtype == BF16:
-        a = a.view(np.uint16)  # numba arrays cannot hold bfloat16: only torch tensors carry it
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
-def _host(r):
-    if r is None:
-        return None
-    return r.copy_to_host() if hasattr(r, "copy_to_host") else np.asarray(r)
-
-
-def dcall(func, *args, **kw):
-    from numbaent import _cuda
-
-    return _cuda.device_call(func, *args, **kw)
-
-
-@needs_cuda
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16], ids=str)
-def test_device_path_matches_oracle(dtype, rng):
-    for name, args, kw in _all_calls(rng, dtype, (6, 33)):
-        dargs = [_dev(a) for a in args]
-        dkw = {k: (_dev(v) if isinstance(v, np.ndarray) and v.ndim > 1 else v) for k, v in kw.items()}
-        ref = getattr(ne, name)(*[f64(a) if a.dtype.kind == "f" else a for a in args],
-                                backend="numpy", **kw)  # fmt: skip
-        got = dcall(name, *dargs, **dkw)
-        if isinstance(got, ne.Scores):
-            for field, r in ref.as_dict().items():
-                g = _host(getattr(got, field))
-                if r.dtype.kind == "f":
-                    assert_close(g, r, dtype, scale=2)
-                else:
-                    np.testing.assert_array_equal(g, r, err_msg=field)
-        else:
-            assert_close(_host(got), ref, dtype, scale=2)
-
-
-@needs_cuda
-def test_device_path_layout_reductions_and_out(rng):
-    from numba import cuda
-
-    x = logits(rng, (3, 11, 4), np.float32)
-    dx = _dev(x)
-    for f in FUNCS_1:
-        for axis in (0, 1, -1):
-            ref = getattr(ne, f)(f64(x), axis=axis, backend="numpy")
-            assert_close(_host(dcall(f, dx, axis=axis)), ref, np.float32)
-    # a strided, non-contiguous view of a device array
-    ref = ne.logsumexp(f64(x)[:, ::2, :], axis=1, backend="numpy")
-    assert_close(_host(dcall("logsumexp", dx[:, ::2, :], axis=1)), ref, np.float32)
-    # reductions give a 0-d device array in the math dtype; units apply
-    p = probs(rng, (5, 8), np.float32)
-    for red in ("sum", "mean"):
-        r = dcall("entropy", _dev(p), reduction=red, base=2)
-        assert r.shape == () and np.dtype(r.dtype) == np.float32
-        assert_close(_host(r), ne.entropy(f64(p), reduction=red, base=2, backend="numpy"),
-                     np.float32, scale=10)  # fmt: skip
-    y = np.array([-100, -100, -100, -100, -100])
-    r = dcall("softmax_cross_entropy", _dev(x[:, :5, 0]), _dev(y), reduction="mean")
-    assert np.isnan(_host(r))
-    r = dcall("softmax_cross_entropy", _dev(x[:, :5, 0].T.copy()), _dev(y), reduction="sum")
-    assert _host(r) == 0
-    # out: contiguous (written in place), strided (copied into), reductions (0-d)
-    out = cuda.device_array(3 * 11, np.float32)
-    assert dcall("logsumexp", _dev(x[..., 0].reshape(-1, 1)), out=out) is out
-    o2 = cuda.device_array((3, 11, 2), np.float32)
-    strided = o2[:, :, 1]
-    dcall("softmax_entropy", dx, out=strided)
-    assert_close(o2.copy_to_host()[:, :, 1], ne.softmax_entropy(f64(x), backend="numpy"), np.float32)
-    o3 = cuda.device_array((4, 11, 3), np.float32)
-    dcall("log_softmax", dx, axis=0, out=o3.transpose(2, 1, 0) if not SIM else None) if False else None
-    o0 = cuda.device_array((), np.float32)
-    assert dcall("entropy", _dev(p), reduction="mean", out=o0) is o0
-    with pytest.raises(ValueError, match="out has shape"):
-        dcall("logsumexp", dx, out=cuda.device_array(5, np.float32))
-    with pytest.raises(TypeError, match="out has dtype"):
-        dcall("logsumexp", dx, out=cuda.device_array((3, 11), np.float64))
-
-
-@needs_cuda
-def test_device_path_errors(rng):
-    x = logits(rng, (4, 6), np.float32)
-    with pytest.raises(TypeError, match="logits must be a floating array"):
-        dcall("logsumexp", _dev(np.arange(6).reshape(2, 3)))
-    with pytest.raises(ValueError, match="axis 2 is out of range"):
-        dcall("logsumexp", _dev(x), axis=2)
-    with pytest.raises(ValueError, match="p has a negative entry in row 2"):
-        dcall("entropy", _dev(np.array([[0.5, 0.5], [1, 0], [-1, 2.0]])))
-    with pytest.raises(ValueError, match="p and q must have the same shape"):
-        dcall("kl_divergence", _dev(np.ones((2, 3))), _dev(np.ones((3, 3))))
-    with pytest.raises(IndexError, match=r"target: label 6 at row 3 is outside \[0, 6\)"):
-        dcall("softmax_cross_entropy", _dev(x), _dev(np.array([0, 1, -100, 6])))
-    with pytest.raises(ValueError, match="target must have shape"):
-        dcall("softmax_cross_entropy", _dev(x), _dev(np.array([0, 1])))
-    with pytest.raises(ValueError, match="weight must be a 1-D array of length C = 6"):
-        dcall("softmax_cross_entropy", _dev(x), _dev(np.array([0, 1, 2, 3])), weight=np.ones(5))
-    xn = x.copy()
-    xn[2, 1] = np.nan
-    with pytest.raises(ValueError, match="nan_policy='raise': logits has a NaN in row 2"):
-        dcall("softmax_entropy", _dev(xn), nan_policy="raise")
-    with pytest.raises(ValueError, match="nan_policy='raise': logits_q has a NaN in row 2"):
-        dcall("softmax_kl_divergence", _dev(x), _dev(xn), nan_policy="raise")
-    with pytest.raises(ValueError, match="teacher_logits must have the logits' shape"):
-        dcall("score", _dev(x), teacher_logits=_dev(x[:2]))
-    # host side inputs (labels, weights) mix with device logits
-    y = np.array([0, 1, -100, 5])
-    got = dcall("softmax_cross_entropy", _dev(x), y, weight=np.arange(1.0, 7.0))
-    ref = ne.softmax_cross_entropy(f64(x), y, weight=np.arange(1.0, 7.0), backend="numpy")
-    assert_close(_host(got), ref, np.float32)
-
-
-@needs_cuda
-def test_device_path_edge_rows():
-    from test_backends import EDGE_ROWS
-
-    x = np.array(EDGE_ROWS, dtype=np.float32)
-    y = np.array([0, 1, 0, 1, 1, 0, 1, 2, 1, 2])
-    for f in FUNCS_1:
-        assert_close(_host(dcall(f, _dev(x))), getattr(ne, f)(f64(x), backend="numpy"), np.float32)
-    s = dcall("score", _dev(x), _dev(y), teacher_logits=_dev(x[::-1]))
-    r = ne.score(f64(x), y, teacher_logits=f64(x[::-1]), backend="numpy")
-    for field, ref in r.as_dict().items():
-        g = _host(getattr(s, field))
-        if ref.dtype.kind == "f":
-            assert_close(g, ref, np.float32)
-        else:
-            np.testing.assert_array_equal(g, ref, err_msg=field)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -572,3 +185,426 @@ def test_gpu_deterministic_large():
     assert torch.equal(a, b)
     ref = torch.nn.functional.cross_entropy(x.double(), y, reduction="none")
     assert_close(a.cpu().numpy(), ref.cpu().numpy(), np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# simulator or GPU: determinism, launch shapes, row flags
+
+FUNCS_1 = ["logsumexp", "softmax_entropy", "log_softmax", "softmax"]
+
+
+def _all_calls(rng, dtype, shape):
+    x, t = logits(rng, shape, dtype), logits(rng, shape, dtype)
+    p, q = probs(rng, shape, dtype), probs(rng, shape, dtype)
+    n, c = shape
+    y = rng.integers(0, c, n)
+    y[:: max(n // 3, 1)] = -100
+    w = rng.random(c) + 0.5
+    calls = [(f, (x,), {}) for f in FUNCS_1]
+    calls += [("entropy", (p,), {"normalize": True})]
+    calls += [(f, (p, q), {}) for f in ("cross_entropy", "kl_divergence", "js_divergence")]
+    calls += [("softmax_cross_entropy", (x, y), {"weight": w, "label_smoothing": 0.1})]
+    calls += [("softmax_cross_entropy", (x, t.astype(np.float32) ** 2), {"label_smoothing": 0.1})]
+    calls += [("softmax_kl_divergence", (x, t), {"temperature": 1.7})]
+    calls += [("score", (x, y), {"teacher_logits": t, "temperature": 0.5})]
+    return calls
+
+
+def _values(res):
+    if isinstance(res, ne.Scores):
+        return [np.asarray(a) for a in res.as_dict().values()]
+    return [np.asarray(res)]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float32, BF16], ids=str)
+def test_deterministic(dtype, rng):
+    """Same input, same launch constants: bit-identical output (fixed reduction order)."""
+    for name, args, kw in _all_calls(rng, dtype, (5, 77)):
+        f = getattr(ne, name)
+        a = _values(f(*args, backend="cuda", **kw))
+        b = _values(f(*args, backend="cuda", **kw))
+        for u, w in zip(a, b, strict=True):
+            np.testing.assert_array_equal(u, w, err_msg=name)
+
+
+@needs_cuda
+def test_row_flags_match_cpu(rng):
+    """The interface's row flags (negative entries, bad labels) are the cpu backend's, every row."""
+    from numbaent._cuda import host
+    from numbaent._kernels import cpu
+
+    p, q = probs(rng, (6, 9), np.float64), probs(rng, (6, 9), np.float64)
+    p[1, 3] = -0.1
+    q[1, 0] = -0.2
+    q[4, 8] = -1.0
+    for op in ("cross_entropy", "kl_divergence", "js_divergence"):
+        for normalize in (False, True):
+            oc, og = np.empty(6), np.empty(6)
+            fc = getattr(cpu, op)(p, q, normalize, oc)
+            fg = getattr(host, op)(p, q, normalize, og)
+            np.testing.assert_array_equal(fg, fc, err_msg=op)
+    fc, fg = cpu.entropy(p, False, np.empty(6)), host.entropy(p, False, np.empty(6))
+    np.testing.assert_array_equal(fg, fc)
+    x = logits(rng, (6, 9), np.float32)
+    y = np.array([0, 9, -100, -1, 8, 100])
+    oc, og = np.empty(6, np.float32), np.empty(6, np.float32)
+    wc, bc = cpu.ce_labels(x, y, None, -100, 0.0, oc)
+    wg, bg = host.ce_labels(x, y, None, -100, 0.0, og)
+    np.testing.assert_array_equal(bg, bc)
+    np.testing.assert_array_equal(wg, wc)
+    assert_close(og, oc, np.float32)
+    with pytest.raises(IndexError, match=r"label 9 at row 1 is outside \[0, 9\)"):
+        ne.softmax_cross_entropy(x, y, backend="cuda")
+    with pytest.raises(IndexError, match=r"labels: label 9 at row 1"):
+        ne.score(x, y, backend="cuda")
+    with pytest.raises(ValueError, match="q has a negative entry in row 1"):
+        ne.kl_divergence(np.abs(p), q, backend="cuda")
+
+
+# --------------------------------------------------------------------------------------------------
+# the device path on numba device arrays (simulator or GPU)
+
+
+def _dev(a):
+    from numba import cuda
+
+    if a.dtype == BF16:
+        a = a.view(np.uint16)  # numba arrays cannot hold bfloat16: only torch tensors carry it
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def _host(r):
+    if r is None:
+        return None
+    return r.copy_to_host() if hasattr(r, "copy_to_host") else np.asarray(r)
+
+
+def dcall(func, *args, **kw):
+    from numbaent import _cuda
+
+    return _cuda.device_call(func, *args, **kw)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16], ids=str)
+def test_device_path_matches_oracle(dtype, rng):
+    for name, args, kw in _all_calls(rng, dtype, (6, 33)):
+        dargs = [_dev(a) for a in args]
+        dkw = {
+            k: (_dev(v) if isinstance(v, np.ndarray) and v.ndim > 1 else v) for k, v in kw.items()
+        }
+        ref = getattr(ne, name)(*[f64(a) if a.dtype.kind == "f" else a for a in args],
+                                backend="numpy", **kw)  # fmt: skip
+        got = dcall(name, *dargs, **dkw)
+        if isinstance(got, ne.Scores):
+            for field, r in ref.as_dict().items():
+                g = _host(getattr(got, field))
+                if r.dtype.kind == "f":
+                    assert_close(g, r, dtype, scale=2)
+                else:
+                    np.testing.assert_array_equal(g, r, err_msg=field)
+        else:
+            assert_close(_host(got), ref, dtype, scale=2)
+
+
+@needs_cuda
+def test_device_path_layout_reductions_and_out(rng):
+    from numba import cuda
+
+    x = logits(rng, (3, 11, 4), np.float32)
+    dx = _dev(x)
+    for f in FUNCS_1:
+        for axis in (0, 1, -1):
+            ref = getattr(ne, f)(f64(x), axis=axis, backend="numpy")
+            assert_close(_host(dcall(f, dx, axis=axis)), ref, np.float32)
+    # a strided, non-contiguous view of a device array
+    ref = ne.logsumexp(f64(x)[:, ::2, :], axis=1, backend="numpy")
+    assert_close(_host(dcall("logsumexp", dx[:, ::2, :], axis=1)), ref, np.float32)
+    # reductions give a 0-d device array in the math dtype; units apply
+    p = probs(rng, (5, 8), np.float32)
+    for red in ("sum", "mean"):
+        r = dcall("entropy", _dev(p), reduction=red, base=2)
+        assert r.shape == () and np.dtype(r.dtype) == np.float32
+        assert_close(_host(r), ne.entropy(f64(p), reduction=red, base=2, backend="numpy"),
+                     np.float32, scale=10)  # fmt: skip
+    y = np.array([-100, -100, -100, -100, -100])
+    r = dcall("softmax_cross_entropy", _dev(x[0, :5, :]), _dev(y), reduction="mean")
+    assert np.isnan(_host(r))  # all rows ignored: mean NaN, sum 0
+    r = dcall("softmax_cross_entropy", _dev(x[0, :5, :]), _dev(y), reduction="sum")
+    assert _host(r) == 0
+    # out: contiguous (written in place), strided (copied into), reductions (0-d)
+    out = cuda.device_array(3 * 11, np.float32)
+    assert dcall("logsumexp", _dev(x[..., 0].reshape(-1, 1)), out=out) is out
+    o2 = cuda.device_array((3, 11, 2), np.float32)
+    strided = o2[:, :, 1]
+    dcall("softmax_entropy", dx, out=strided)
+    assert_close(
+        o2.copy_to_host()[:, :, 1], ne.softmax_entropy(f64(x), backend="numpy"), np.float32
+    )
+    o3 = cuda.device_array((4, 11, 3), np.float32)
+    o3t = o3[::-1, :, :].transpose((2, 1, 0)) if SIM else None  # numba arrays transpose 2-D only
+    if o3t is not None:
+        assert dcall("log_softmax", dx, axis=0, out=o3t) is o3t
+        ref = ne.log_softmax(f64(x), axis=0, backend="numpy")
+        assert_close(np.asarray(o3t._ary), ref, np.float32)
+    o0 = cuda.device_array((), np.float32)
+    assert dcall("entropy", _dev(p), reduction="mean", out=o0) is o0
+    with pytest.raises(ValueError, match="out has shape"):
+        dcall("logsumexp", dx, out=cuda.device_array(5, np.float32))
+    with pytest.raises(TypeError, match="out has dtype"):
+        dcall("logsumexp", dx, out=cuda.device_array((3, 11), np.float64))
+
+
+@needs_cuda
+def test_device_path_errors(rng):
+    x = logits(rng, (4, 6), np.float32)
+    with pytest.raises(TypeError, match="logits must be a floating array"):
+        dcall("logsumexp", _dev(np.arange(6).reshape(2, 3)))
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        dcall("logsumexp", _dev(x), axis=2)
+    with pytest.raises(ValueError, match="p has a negative entry in row 2"):
+        dcall("entropy", _dev(np.array([[0.5, 0.5], [1, 0], [-1, 2.0]])))
+    with pytest.raises(ValueError, match="p and q must have the same shape"):
+        dcall("kl_divergence", _dev(np.ones((2, 3))), _dev(np.ones((3, 3))))
+    with pytest.raises(IndexError, match=r"target: label 6 at row 3 is outside \[0, 6\)"):
+        dcall("softmax_cross_entropy", _dev(x), _dev(np.array([0, 1, -100, 6])))
+    with pytest.raises(ValueError, match="target must have shape"):
+        dcall("softmax_cross_entropy", _dev(x), _dev(np.array([0, 1])))
+    with pytest.raises(ValueError, match="weight must be a 1-D array of length C = 6"):
+        dcall("softmax_cross_entropy", _dev(x), _dev(np.array([0, 1, 2, 3])), weight=np.ones(5))
+    xn = x.copy()
+    xn[2, 1] = np.nan
+    with pytest.raises(ValueError, match="nan_policy='raise': logits has a NaN in row 2"):
+        dcall("softmax_entropy", _dev(xn), nan_policy="raise")
+    with pytest.raises(ValueError, match="nan_policy='raise': logits_q has a NaN in row 2"):
+        dcall("softmax_kl_divergence", _dev(x), _dev(xn), nan_policy="raise")
+    with pytest.raises(ValueError, match="teacher_logits must have the logits' shape"):
+        dcall("score", _dev(x), teacher_logits=_dev(x[:2]))
+    # host side inputs (labels, weights) mix with device logits
+    y = np.array([0, 1, -100, 5])
+    got = dcall("softmax_cross_entropy", _dev(x), y, weight=np.arange(1.0, 7.0))
+    ref = ne.softmax_cross_entropy(f64(x), y, weight=np.arange(1.0, 7.0), backend="numpy")
+    assert_close(_host(got), ref, np.float32)
+
+
+@needs_cuda
+def test_device_path_edge_rows():
+    from test_backends import EDGE_ROWS
+
+    x = np.array(EDGE_ROWS, dtype=np.float32)
+    y = np.array([0, 1, 0, 1, 1, 0, 1, 2, 1, 2])
+    for f in FUNCS_1:
+        assert_close(_host(dcall(f, _dev(x))), getattr(ne, f)(f64(x), backend="numpy"), np.float32)
+    s = dcall("score", _dev(x), _dev(y), teacher_logits=_dev(x[::-1]))
+    r = ne.score(f64(x), y, teacher_logits=f64(x[::-1]), backend="numpy")
+    for field, ref in r.as_dict().items():
+        g = _host(getattr(s, field))
+        if ref.dtype.kind == "f":
+            assert_close(g, ref, np.float32)
+        else:
+            np.testing.assert_array_equal(g, ref, err_msg=field)
+
+
+# --------------------------------------------------------------------------------------------------
+# launch constants (simulator or GPU; on a GPU each setting compiles new kernels)
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    ("threads", "tile", "blocks"),
+    # one warp of one lane; several warps; tile of 1; a grid of 1 block striding over every row
+    [(1, 1, 1), (2, 3, 2), (8, 2, 3), (16, 1, 1)]
+    if SIM
+    else [(32, 1, 2), (64, 4, 3), (1024, 16, 5)],
+)
+def test_launch_shapes(threads, tile, blocks, monkeypatch, rng):
+    """Results do not depend on the launch constants beyond rounding."""
+    from numbaent._cuda import _config
+
+    monkeypatch.setattr(_config, "THREADS", threads)
+    monkeypatch.setattr(_config, "TILE", tile)
+    monkeypatch.setattr(_config, "MAX_BLOCKS", blocks)
+    for name, args, kw in _all_calls(rng, np.float32, (7, 45)):
+        f = getattr(ne, name)
+        got = _values(f(*args, backend="cuda", **kw))
+        ref = _values(f(*[f64(a) if a.dtype.kind == "f" else a for a in args], backend="numpy",
+                        **{k: f64(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}))  # fmt: skip
+        for g, r in zip(got, ref, strict=True):
+            assert_close(g, r, np.float32, scale=5)
+
+
+def test_bad_threads_rejected(monkeypatch):
+    from numbaent._cuda import _config, ops
+
+    monkeypatch.setattr(_config, "THREADS", 48)
+    with pytest.raises(ValueError, match="NUMBAENT_CUDA_THREADS"):
+        ops.consts()
+
+
+# --------------------------------------------------------------------------------------------------
+# PTX for sm_80 and sm_90 (normal process, no GPU)
+
+
+def _ptx_ready():
+    if SIM:
+        return "PTX compilation needs a normal (non-simulator) process"
+    if os.environ.get("NUMBAENT_TEST_PTX", "") == "off":
+        return "NUMBAENT_TEST_PTX=off"
+    try:
+        from numba.cuda.cudadrv import nvrtc, nvvm
+
+        if not nvvm.is_available():
+            return "NVVM not found (pip install nvidia-nvvm)"
+        nvrtc.get_supported_ccs()
+    except Exception as exc:  # pragma: no cover - depends on the CI image
+        return f"NVVM / NVRTC unavailable: {exc!r}"
+    return None
+
+
+PTX_SKIP = _ptx_ready()
+KINDS = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "bf16": np.uint16}
+# Each kernel variant takes 1-5 s to compile on a CPU: the full matrix (about 260 compilations) is
+# for CI, NUMBAENT_TEST_PTX=all; by default one bfloat16 variant per kernel family, sm_90 only.
+PTX_MODE = os.environ.get("NUMBAENT_TEST_PTX", "")  # "" (quick), "all" or "off"
+PTX_ALL = PTX_MODE == "all"
+PTX_QUICK = {
+    "entropy-bf16", "cross_entropy-bf16", "kl_divergence-bf16", "js-bf16-normTrue",
+    "logsumexp-bf16", "log_softmax-bf16", "softmax-bf16", "softmax_entropy-bf16",
+    "ce_labels-bf16-wTrue-eps0.1", "ce_soft-bf16-wTrue", "softmax_kl-bf16",
+    "score-bf16-labelsTrue-teacherTrue-invt0.5", "copy-2d-int64-float64", "reduce-float32",
+}  # fmt: skip
+CCS = [(8, 0), (9, 0)] if PTX_ALL else [(9, 0)]
+
+
+def _selected(make_cases):
+    if PTX_SKIP is not None:
+        return []
+    return [c for c in make_cases() if PTX_ALL or c[0] in PTX_QUICK]
+
+
+def _ptx_cases():
+    """(id, op, args) for every kernel variant: numpy stand-ins with the launch's element types."""
+    z = np.zeros
+    i8, i64 = np.int8, np.int64
+    cases = []
+
+    def mt(*ks):
+        return np.float64 if "f64" in ks else np.float32
+
+    for k, dt in KINDS.items():
+        x = z((2, 5), dt)
+        o = z(2, mt(k))
+        flags, first = z(2, i8), z(1, i64)
+        cases.append((f"entropy-{k}", "entropy", (x, True, o, flags, first)))
+        for op in ("logsumexp", "softmax_entropy"):
+            cases.append((f"{op}-{k}", op, (x, o)))
+        for op in ("log_softmax", "softmax"):
+            cases.append((f"{op}-{k}", op, (x, z((2, 5), mt(k)))))
+        for op in ("cross_entropy", "kl_divergence"):
+            cases.append((f"{op}-{k}", op, (x, x, 1, True, o, flags, first)))
+        for norm in (False, True):
+            cases.append((f"js-{k}-norm{norm}", "js_divergence", (x, x, 0, norm, o, flags, first)))
+        for has_w in (False, True):
+            w = z(5, mt(k))
+            for eps in (0.0, 0.1):
+                a = (x, z(2, i64), w, has_w, -100, eps, o, z(2, np.float64), flags, first)
+                cases.append((f"ce_labels-{k}-w{has_w}-eps{eps}", "ce_labels", a))
+            cases.append((f"ce_soft-{k}-w{has_w}", "ce_soft", (x, x, w, has_w, 0.1, o)))
+        cases.append((f"softmax_kl-{k}", "softmax_kl", (x, x, 0.5, o)))
+        for lab, teach, inv_t in [(False, False, 1.0), (True, False, 1.0), (False, True, 1.0),
+                                  (True, True, 1.0), (True, True, 0.5), (False, True, 0.5)]:  # fmt: skip
+            a = (x, z(2, i64), lab, -100, x, teach, inv_t, o, o, z(2, i64), o, z(2, np.bool_), o,
+                 flags, first)  # fmt: skip
+            cases.append((f"score-{k}-labels{lab}-teacher{teach}-invt{inv_t}", "score", a))
+    # mixed element types: the math type follows the widest input
+    for kp, kq in (("f16", "f64"), ("bf16", "f32")):
+        p, q = z((2, 5), KINDS[kp]), z((2, 5), KINDS[kq])
+        o = z(2, mt(kp, kq))
+        cases.append((f"kl-{kp}-{kq}", "kl_divergence", (p, q, 0, False, o, z(2, i8), z(1, i64))))
+        cases.append((f"ce_soft-{kp}-{kq}", "ce_soft", (p, q, z(5, o.dtype), True, 0.0, o)))
+        cases.append((f"softmax_kl-{kp}-{kq}", "softmax_kl", (p, q, 1.0, o)))
+    a = (z((2, 5), np.float32), z(2, i64), True, -100, z((2, 5), np.uint16), True, 1.0,
+         *(z(2, np.float32),) * 2, z(2, i64), z(2, np.float32), z(2, np.bool_), z(2, np.float32),
+         z(2, i8), z(1, i64))  # fmt: skip
+    cases.append(("score-f32-teacher-bf16", "score", a))
+    return cases
+
+
+def _util_cases():
+    from numbaent._cuda import kernels_util as ku
+    from numbaent._cuda import ops
+
+    z = np.zeros
+    t, w, _ = ops.consts()
+    i64 = np.int64
+    out = []
+    for nd in (1, 2, 3):
+        tup = (i64(1),) * nd
+        for src, dst in ((np.float32, np.float32), (np.int64, np.float64), (np.uint16, np.uint16),
+                         (np.bool_, np.float64), (np.float64, np.float32)):  # fmt: skip
+            out.append((f"copy-{nd}d-{np.dtype(src)}-{np.dtype(dst)}", ku.copy_strided(nd),
+                        (z(4, src), i64(0), tup, z(4, dst), i64(0), tup, tup)))  # fmt: skip
+    out.append(("fill", ku.fill_i64, (z(3, i64), i64(1))))
+    for dt in (np.float32, np.float64):
+        out.append((f"divide-{np.dtype(dt)}", ku.divide, (z(3, dt), 2.0)))
+        out.append((f"reduce-{np.dtype(dt)}", ku.reduce_rows(t, w),
+                    (z(3, dt), z(3, np.float64), True, 1, 1.0, z(1, dt))))  # fmt: skip
+    out.append(("equals", ku.equals, (z(3, i64), i64(-100), z(3, np.bool_))))
+    for k, dt in KINDS.items():
+        out.append((f"nan_rows-{k}", ku.nan_rows(k), (z(2, np.float32), z((2, 3), dt), i64(1),
+                                                        z(1, i64))))  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def no_device(monkeypatch):
+    """numba-cuda asks the current device for the compute capability of device functions even when
+    compiling PTX for an explicit one; stand in for a device of the target's capability."""
+    import numba.cuda.dispatcher as dispatcher
+
+    holder = {}
+
+    class FakeDevice:
+        @property
+        def compute_capability(self):
+            return holder["cc"]
+
+    monkeypatch.setattr(dispatcher, "get_current_device", lambda: FakeDevice())
+    return holder
+
+
+def _compile(kernel, args, cc, holder):
+    import numba
+    from numba import cuda
+
+    holder["cc"] = cc
+    sig = tuple(numba.typeof(a) for a in args)
+    bounds = kernel.targetoptions.get("launch_bounds")
+    ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=cc, launch_bounds=bounds)
+    if bounds:
+        assert f".maxntid {bounds}" in ptx
+    return ptx
+
+
+@pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
+@pytest.mark.parametrize("cc", CCS, ids=lambda c: f"sm_{c[0]}{c[1]}")
+@pytest.mark.parametrize("case", _selected(_ptx_cases), ids=lambda c: c[0])
+def test_kernels_compile_to_ptx(case, cc, no_device):
+    from numbaent._cuda import ops
+
+    _, op, args = case
+    kernel, kargs = ops.kernel_args(op, *args)
+    ptx = _compile(kernel, kargs, cc, no_device)
+    assert f".target sm_{cc[0]}{cc[1]}" in ptx
+    assert "shfl.sync" in ptx  # the block reduction's warp stage
+    assert "st.local" not in ptx, "per-thread state or tile spilled to local memory"
+
+
+@pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
+@pytest.mark.parametrize("cc", CCS, ids=lambda c: f"sm_{c[0]}{c[1]}")
+@pytest.mark.parametrize("case", _selected(_util_cases), ids=lambda c: c[0])
+def test_util_kernels_compile_to_ptx(case, cc, no_device):
+    _, kernel, args = case
+    ptx = _compile(kernel, args, cc, no_device)
+    assert f".target sm_{cc[0]}{cc[1]}" in ptx

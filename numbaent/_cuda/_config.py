@@ -11,7 +11,9 @@
 ``TILE``                       elements per thread per tile: each thread loads ``TILE`` strided
                                elements (coalesced across the block, all loads in flight before
                                the first use), takes the tile maximum, then sums the tile in the
-                               math type before adding it to its float64 state.
+                               math type before adding it to its float64 state. Kernels whose
+                               first input has two-byte elements use twice ``TILE``.
+                               ``$NUMBAENT_CUDA_TILE``; default 8 (4 in the simulator).
 ``MAX_BLOCKS``                 largest grid; rows are grid-strided (``$NUMBAENT_CUDA_BLOCKS``;
                                default 8192 on a GPU, 3 in the simulator).
 =============================  =====================================================================

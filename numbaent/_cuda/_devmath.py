@@ -49,6 +49,14 @@ def dev_cuda(fn):
     return cuda.jit(device=True, forceinline=True)(fn)
 
 
+def row_kernel(threads: int):
+    """Decorator for a kernel launched with ``threads`` threads per block: the launch bound caps
+    its registers so that the block always fits an SM (1024 threads: 64 registers each)."""
+    if SIM:  # the simulator's jit takes no launch bounds
+        return cuda.jit
+    return cuda.jit(launch_bounds=threads)
+
+
 def dev(fn):
     """A pure-arithmetic device function, always inlined (keeps the row states in registers). In the
     simulator it stays a plain Python function: a simulated device call costs a lock and a context
@@ -108,7 +116,7 @@ else:
         return np.float32(h)  # cvt.f32.f16
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shuffles(nc: int, threads: int, warp: int):
     """(shfl_down(st, ot, delta), shfl_first(st)) for ``nc``-component state vectors over warps of
     ``warp`` lanes: ot <- st of lane + delta (own st past the warp's end); st <- st of lane 0."""
@@ -160,7 +168,7 @@ def _shuffles(nc: int, threads: int, warp: int):
 # loads: element -> math type (half types decoded in registers, never copied to float32 first)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loader(kind: str, mt):
     """Device function ``ld(a, i, j)`` -> a[i, j] as math type ``mt`` (np.float32 / np.float64);
     ``kind`` is the input's element kind: "f16", "bf16" (uint16 bits), "f32" or "f64"."""
@@ -185,7 +193,7 @@ def loader(kind: str, mt):
     return ld
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loader1(kind: str, mt):
     """As :func:`loader` for a 1-D array: ``ld(a, j)``."""
     if kind == "bf16":
@@ -253,7 +261,7 @@ def lset_move(S, T, m_old, m_new):
 # combines (st <- st (+) ot; st is the lower lane's state); ``aux`` is a per-launch float64
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def combine_sums(nc):
     @dev
     def combine(st, ot, aux):
@@ -329,7 +337,7 @@ def combine_kl(st, ot, aux):
     st[4] = U1 + U2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def combine_score(mt):
     """SCORE states for math type ``mt``; aux = 1 / temperature. The model's KL reference is
     ref(m) * it computed in the math type, as the per-thread loop computes it."""
@@ -392,18 +400,18 @@ def shared_bytes(threads: int, warp: int) -> int:
     return 8 * n
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def block_reduce(combine, nc: int, threads: int, warp: int):
     """Device function ``reduce(st, ot, shared, aux)``: combine the ``nc``-component float64 states
     ``st`` of all threads of the block; on return every thread holds the block's state in ``st``.
     ``shared`` is the launch's dynamic shared memory (float64, :func:`shared_bytes`).
 
     Fixed order: within each warp a shuffle-down tree (lane l takes lane l + d for d = W/2 .. 1);
-    lane 0 of each warp then writes its warp's state to shared memory and
-    every warp reduces those partials with the same tree (redundantly: no extra barrier, and all
-    warps end with the same bits), then broadcasts lane 0's result. ``ot`` is scratch (local,
-    nc). Two barriers; ``sh`` may be reused as soon as this returns. Every thread of the block must
-    call it (the shuffles use the full mask)."""
+    lane 0 of each warp then writes its warp's state to shared memory and every warp reduces those
+    partials with the same tree (redundantly: no extra barrier, and all warps end with the same
+    bits), then broadcasts lane 0's result. ``ot`` is scratch (local, nc). Two barriers; the
+    shared memory may be reused as soon as this returns. Every thread of the block must call it
+    (the shuffles use the full mask)."""
     nw = threads // warp
     shfl_down, shfl_first = _shuffles(nc, threads, warp)
 

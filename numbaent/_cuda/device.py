@@ -179,6 +179,10 @@ class _Call:
         if self.lib == "torch":
             import torch
 
+            if dtype == np.uint16:  # bfloat16 bits (scratch only): torch's int16, viewed unsigned
+                obj = torch.empty(shape, dtype=torch.int16, device=f"cuda:{self.dev}")
+                vw = cuda.as_cuda_array(obj, sync=False) if obj.numel() else _empty_view(obj)
+                return obj, vw.view(np.uint16)
             obj = torch.empty(shape, dtype=_NP_TORCH[dtype], device=f"cuda:{self.dev}")
             return obj, cuda.as_cuda_array(obj, sync=False) if obj.numel() else _empty_view(obj)
         if self.lib == "cupy":
@@ -276,7 +280,9 @@ class _Call:
     def check_out(self, out, shape, dtype, name="out"):
         """(numba view of a user ``out``, whether kernels may write it directly)."""
         if not _on_device(out):
-            raise TypeError(f"{name} must be a device array like the inputs; got {type(out).__name__}")
+            raise TypeError(
+                f"{name} must be a device array like the inputs; got {type(out).__name__}"
+            )
         vw, dt = self.view(out, name)
         if tuple(vw.shape) != tuple(shape):
             raise ValueError(f"{name} has shape {tuple(vw.shape)}; expected {tuple(shape)}")
@@ -343,7 +349,9 @@ class _Call:
         row = min(hits, default=n)
         if row < n:
             name = list(inputs)[hits.index(row)]
-            raise ValueError(f"nan_policy='raise': {name} has a NaN in row {v.row_name(row, batch)}")
+            raise ValueError(
+                f"nan_policy='raise': {name} has a NaN in row {v.row_name(row, batch)}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,7 +390,9 @@ def _flat(view):
     shape = tuple(int(s) for s in view.shape)
     strides = tuple(int(s) for s in view.strides)
     if any(st % size for st in strides):
-        raise ValueError("arrays whose strides are not multiples of the item size are not supported")
+        raise ValueError(
+            "arrays whose strides are not multiples of the item size are not supported"
+        )
     lo = sum((s - 1) * st for s, st in zip(shape, strides, strict=True) if st < 0)
     hi = sum((s - 1) * st for s, st in zip(shape, strides, strict=True) if st > 0) + size
     n_el = (hi - lo) // size
@@ -392,11 +402,22 @@ def _flat(view):
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         arr = view._ary
-        corner = arr[tuple(slice(s - 1, s) if st < 0 else slice(0, 1) for s, st in zip(shape, strides, strict=True))]
+        corner = arr[
+            tuple(
+                slice(s - 1, s) if st < 0 else slice(0, 1)
+                for s, st in zip(shape, strides, strict=True)
+            )
+        ]
         flat = np.lib.stride_tricks.as_strided(corner, shape=(n_el,), strides=(size,))
         return FakeCUDAArray(flat), base, el_strides
     ptr = int(view.__cuda_array_interface__["data"][0]) + lo
-    desc = {"shape": (n_el,), "strides": None, "typestr": dt.str, "data": (ptr, False), "version": 3}
+    desc = {
+        "shape": (n_el,),
+        "strides": None,
+        "typestr": dt.str,
+        "data": (ptr, False),
+        "version": 3,
+    }
     return cuda.from_cuda_array_interface(desc, owner=view, sync=False), base, el_strides
 
 
@@ -600,7 +621,9 @@ def softmax(logits, *, axis=-1, out=None):
     return _softmax_like("softmax", logits, axis, out)
 
 
-def softmax_entropy(logits, *, base=None, axis=-1, reduction="none", nan_policy="propagate", out=None):
+def softmax_entropy(
+    logits, *, base=None, axis=-1, reduction="none", nan_policy="propagate", out=None
+):
     divisor = _options(base, reduction, nan_policy)
     with _Call(logits) as call:
         _, rows, batch, _, _ = _logit_rows(call, logits, "logits", axis)
@@ -629,7 +652,7 @@ def softmax_kl_divergence(logits_p, logits_q, *, temperature=1.0, base=None, axi
         pv, rp, batch, moved, ax = _logit_rows(call, logits_p, "logits_p", axis)
         qv, qdt = call.view(logits_q, "logits_q")
         _logit_dtype(qdt, "logits_q")
-        if tuple(qv.shape) != moved and tuple(qv.shape) != tuple(pv.shape):
+        if tuple(qv.shape) != tuple(pv.shape):  # exactly the same shape, as the host path
             raise ValueError(
                 "logits_p and logits_q must have the same shape; "
                 f"got {tuple(pv.shape)} and {tuple(qv.shape)}"
@@ -719,7 +742,9 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, lab
             return call.finish(tgt, batch, final, fview, divisor=divisor, reduction=reduction,
                                dtype=dtype, weights=rw)  # fmt: skip
         if np.dtype(tdt).kind == "b":
-            raise TypeError("target must be integer class labels or floating probabilities; got bool")
+            raise TypeError(
+                "target must be integer class labels or floating probabilities; got bool"
+            )
         if tuple(tv.shape) != tuple(xv.shape):
             raise ValueError(
                 f"target must be integer labels of shape {tuple(batch)} or probabilities of the "

@@ -26,9 +26,9 @@ import numpy as np
 from numba import cuda
 
 from ._devmath import (
-    SHARED_T,
     F64,
     NINF,
+    SHARED_T,
     block_reduce,
     combine_kl,
     combine_lin,
@@ -43,10 +43,11 @@ from ._devmath import (
     lset_move,
     quiet,
     rescale,
+    row_kernel,
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _row_lse(ldx, mt, threads, tile):
     """Per-thread (m, S) of row i over elements tid, tid + threads, ... (buf: local, tile)."""
     step = threads * tile
@@ -77,7 +78,7 @@ def _row_lse(ldx, mt, threads, tile):
     return row_lse
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _row_lset(ldx, mt, threads, tile):
     """Per-thread (m, S, T), T = sum e (x - m): softmax entropy = log S - T / S."""
     step = threads * tile
@@ -114,13 +115,13 @@ def _row_lset(ldx, mt, threads, tile):
     return row_lset
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def logsumexp(kx, mt, threads, warp, tile):
     ldx = loader(kx, mt)
     row = _row_lse(ldx, mt, threads, tile)
     red = block_reduce(combine_lse, 2, threads, warp)
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(x, out):
         quiet()
         tid = cuda.threadIdx.x
@@ -145,7 +146,7 @@ def _softmax_like(kx, mt, threads, warp, tile, log):
     row = _row_lse(ldx, mt, threads, tile)
     red = block_reduce(combine_lse, 2, threads, warp)
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(x, out):
         quiet()
         tid = cuda.threadIdx.x
@@ -168,23 +169,23 @@ def _softmax_like(kx, mt, threads, warp, tile, log):
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def log_softmax(kx, mt, threads, warp, tile):
     return _softmax_like(kx, mt, threads, warp, tile, True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def softmax(kx, mt, threads, warp, tile):
     return _softmax_like(kx, mt, threads, warp, tile, False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def softmax_entropy(kx, mt, threads, warp, tile):
     ldx = loader(kx, mt)
     row = _row_lset(ldx, mt, threads, tile)
     red = block_reduce(combine_lset, 3, threads, warp)
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(x, out):
         quiet()
         tid = cuda.threadIdx.x
@@ -209,7 +210,7 @@ def softmax_entropy(kx, mt, threads, warp, tile):
 # softmax cross-entropy
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _row_lin(ldx, coef, mt, threads, tile):
     """Per-thread (m, S, Csum, A): the lse state plus the linear term of a target with
     coefficients c_j = coef(i, j) (0 outside the row): A = sum_j c_j (ref - x_j), ref = ref(m)
@@ -262,7 +263,7 @@ def _row_lin(ldx, coef, mt, threads, tile):
     return row_lin
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
     """Integer labels: out = (1 - eps) w[y] (lse - x[y]) + eps / C sum_j w[j] (lse - x[j]) (torch's
     definition; only the first term without smoothing, w = 1 without weights). Ignored rows give 0
@@ -283,7 +284,7 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
         red = block_reduce(combine_lse, 2, threads, warp)
         nc = 2
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(x, y, w, ignore_index, eps, out, rowweight, bad, first):
         quiet()
         tid = cuda.threadIdx.x
@@ -334,7 +335,7 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
     """Probability targets: out = sum_j w[j] (t[j] (1 - eps) + eps / C) (lse - x[j]); a NaN logit
     gives NaN even where its coefficient is 0; all-zero coefficients give 0."""
@@ -351,7 +352,7 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
     row_lin = _row_lin(ldx, coef, mt, threads, tile)
     red = block_reduce(combine_lin, 4, threads, warp)
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(x, t, w, eps, out):
         quiet()
         tid = cuda.threadIdx.x
@@ -386,7 +387,7 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
 # KL divergence between two softmax rows at a temperature
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def softmax_kl(kp, kq, mt, threads, warp, tile):
     """D(softmax(p / T) || softmax(q / T)) with a = p / T, b = q / T: per thread the state
     (ma, Sa, mb, Sb, U), U = sum ea ((a - ra) - (b - rb)) relative to the running references,
@@ -446,7 +447,7 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
             U += F64(u)
         return ma, Sa, mb, Sb, U
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(xp, xq, inv_t, out):
         quiet()
         tid = cuda.threadIdx.x

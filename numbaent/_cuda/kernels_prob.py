@@ -18,7 +18,17 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._devmath import SHARED_T, F64, block_reduce, combine_sums, dev, log_, loader, quiet
+from ._devmath import (
+    F64,
+    SHARED_T,
+    block_reduce,
+    combine_sums,
+    dev,
+    loader,
+    log_,
+    quiet,
+    row_kernel,
+)
 
 
 @dev
@@ -34,7 +44,7 @@ def _bits(neg):
     return F64((b & 1) + 1024 * ((b >> 1) & 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def entropy(kp, mt, threads, warp, tile):
     """H = -sum p log p; with normalize: H(p / S) = log S - (sum p log p) / S."""
     ldp = loader(kp, mt)
@@ -61,7 +71,7 @@ def entropy(kp, mt, threads, warp, tile):
             A += F64(a)
         return S, A, neg
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(p, normalize, out, flags, first):
         quiet()
         tid = cuda.threadIdx.x
@@ -83,7 +93,7 @@ def entropy(kp, mt, threads, warp, tile):
                 if normalize and c > 0:  # an empty row is 0, normalized or not
                     out[i] = log_(st[0]) - st[1] / st[0]
                 else:
-                    out[i] = -st[1]
+                    out[i] = 0.0 - st[1]  # +0.0 for an empty row, as the cpu kernel
 
     return kernel
 
@@ -132,7 +142,7 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
         st[4] = negq
         st[5] = nanq
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(p, q, q_step, normalize, out, flags, first):
         quiet()
         tid = cuda.threadIdx.x
@@ -154,23 +164,23 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
                 if kl:  # D(p || q); with normalize: K / Sp - log Sp + log Sq
                     res = B / Sp + (log_(Sq) - log_(Sp)) if normalize and c > 0 else B
                 else:  # H(p, q); with normalize: log Sq - (sum p log q) / Sp
-                    res = log_(Sq) - B / Sp if normalize and c > 0 else -B
+                    res = log_(Sq) - B / Sp if normalize and c > 0 else 0.0 - B
                 out[i] = np.nan if st[5] > 0 else res
 
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cross_entropy(kp, kq, mt, threads, warp, tile):
     return _pq_kernel(kp, kq, mt, threads, warp, tile, False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kl_divergence(kp, kq, mt, threads, warp, tile):
     return _pq_kernel(kp, kq, mt, threads, warp, tile, True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
     """JS = 1/2 sum [p log(p/m) + q log(q/m)], m = (p + q) / 2. With normalize, a first pass takes
     the row sums (p and q are scaled by 1 / sum before the mixture is formed); without, the one
@@ -227,7 +237,7 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
         st[1] = F64(0.0)
         st[2] = neg
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(p, q, q_step, out, flags, first):
         quiet()
         tid = cuda.threadIdx.x
@@ -266,4 +276,3 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
                 out[i] = 0.5 * st[0]
 
     return kernel
-

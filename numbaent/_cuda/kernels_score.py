@@ -18,10 +18,10 @@ import numpy as np
 from numba import cuda
 
 from ._devmath import (
-    SHARED_T,
     BIG,
     F64,
     NINF,
+    SHARED_T,
     block_reduce,
     combine_score,
     dev,
@@ -32,12 +32,13 @@ from ._devmath import (
     lset_move,
     quiet,
     rescale,
+    row_kernel,
 )
 
 NC = 9  # m, S, T, Sb, mt, St, U, argmax, first NaN
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
     """``kt`` is the teacher's element kind (the logits' on the host path, where the teacher is
     converted to the logits' dtype first)."""
@@ -133,7 +134,7 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
         st[7] = bi
         st[8] = ni
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(x, y, ignore_index, tq, inv_t, lse, ent, amax, ce, correct, kl, bad, first):
         quiet()
         tid = cuda.threadIdx.x

@@ -13,12 +13,12 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._devmath import SHARED_T, F64, block_reduce, combine_sums, loader, quiet
+from ._devmath import F64, SHARED_T, block_reduce, combine_sums, loader, quiet, row_kernel
 
 COPY_THREADS = 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def copy_strided(ndim: int):
     """``copy(src, src_base, src_strides, dst, dst_base, dst_strides, shape)``: for every index
     tuple k of ``shape`` (C order), dst[dst_base + k . dst_strides] = src[src_base + k . src_strides]
@@ -66,14 +66,14 @@ def equals(y, value, out):
         out[i] = y[i] == value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reduce_rows(threads: int, warp: int):
     """One block: out[0] = sum(res) / denom / divisor in float64 (then the output type), with
     denom = sum(w) if has_w else the number of rows, for mean (mode 1); sum(res) / divisor for
     sum (mode 0). A mean over a zero denominator is NaN. Fixed order: bit-identical results."""
     red = block_reduce(combine_sums(2), 2, threads, warp)
 
-    @cuda.jit
+    @row_kernel(threads)
     def kernel(res, w, has_w, mode, divisor, out):
         quiet()
         tid = cuda.threadIdx.x
@@ -101,7 +101,7 @@ def reduce_rows(threads: int, warp: int):
     return kernel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nan_rows(kind: str):
     """first[0] <- min row i with res[i] NaN and a NaN in row i (or row 0 when a_step == 0)."""
     ld = loader(kind, np.float32 if kind != "f64" else np.float64)

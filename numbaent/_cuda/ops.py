@@ -84,9 +84,17 @@ def launch_sim(kernel, grid, threads, nbytes, args) -> None:
 def kernel_args(op: str, *a):
     """(kernel, args) for interface function ``op`` on prepared arrays (see the module docstring)."""
     t, w, tile = consts()
+    if kind(a[0]) in ("f16", "bf16"):  # two-byte elements: twice the tile keeps the bytes in flight
+        tile *= 2
     if op == "entropy":
         p, normalize, out, flags, first = a
-        return kp.entropy(kind(p), math_type(p), t, w, tile), (p, bool(normalize), out, flags, first)
+        return kp.entropy(kind(p), math_type(p), t, w, tile), (
+            p,
+            bool(normalize),
+            out,
+            flags,
+            first,
+        )
     if op in ("cross_entropy", "kl_divergence"):
         p, q, q_step, normalize, out, flags, first = a
         build = kp.cross_entropy if op == "cross_entropy" else kp.kl_divergence
@@ -117,7 +125,21 @@ def kernel_args(op: str, *a):
         one_t = float(inv_t) == 1.0
         k = ks.score(kind(x), kind(tq), math_type(x), t, w, tile, bool(has_labels),
                      bool(has_teacher), one_t)  # fmt: skip
-        return k, (x, y, ignore_index, tq, float(inv_t), lse, ent, amax, ce, correct, klo, bad, first)
+        return k, (
+            x,
+            y,
+            ignore_index,
+            tq,
+            float(inv_t),
+            lse,
+            ent,
+            amax,
+            ce,
+            correct,
+            klo,
+            bad,
+            first,
+        )
     raise KeyError(op)
 
 
