@@ -145,6 +145,23 @@ def ref_of(m):
 
 
 @njit(**ROW)
+def at_least_one(S, m):
+    """With m the exact row max, S = sum exp(x - m) >= 1 (the max's own term is exactly 1). A sum
+    taken against an earlier reference carries the max's term with exp's 1-ulp error, which could
+    leave S a hair below 1, and then a log-probability above 0 or a negative loss. Restore the
+    bound (NaN and empty/all -inf states are left alone)."""
+    if m > NINF and m < -NINF and S < 1.0:
+        return 1.0
+    return S
+
+
+@njit(**ROW)
+def nonneg(h):
+    """A softmax entropy is >= 0; rounding of a near-one-hot row can give -1e-8. NaN stays NaN."""
+    return h - h if h < 0 else h  # +0.0
+
+
+@njit(**ROW)
 def update_max(m, bm):
     """Running max update that lets a NaN maximum (a NaN with the sign bit clear) stick."""
     if bm > m or bm != bm:
@@ -187,7 +204,7 @@ def row_lse(r, like):
         if bm > m:  # move the reference up to the max (exact bookkeeping, keeps terms <= 1)
             S *= rescale(m, bm)
             m = bm
-    return m, S
+    return m, at_least_one(S, m)
 
 
 @njit(**ROW)
@@ -225,7 +242,7 @@ def row_lse_t(r, like):
             s, t = block_sumexp_t(r, lo, hi, ref_of(m))
             S += float(s)
             T += float(t)
-    return m, S, T
+    return m, at_least_one(S, m), T
 
 
 # KL between two softmax rows a (reference) and b keeps U = sum_j ea_j ((a_j - ra) - (b_j - rb)),

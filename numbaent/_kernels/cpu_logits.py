@@ -18,6 +18,8 @@ from ._blocks import (
     BLOCK,
     KERNEL,
     NINF,
+    at_least_one,
+    nonneg,
     ROW,
     SLACK,
     TILE,
@@ -72,7 +74,7 @@ def softmax(x, out):
 def softmax_entropy(x, out):
     for i in prange(x.shape[0]):
         m, S, T = row_lse_t(x[i], out)
-        out[i] = np.log(S) - T / S
+        out[i] = nonneg(np.log(S) - T / S)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,7 +293,7 @@ def row_kl(rp, rq, inv_t, like):
             Sa += float(sa)
             Sb += float(sb)
             U += float(u)
-    return kl_from_states(U, Sa, Sb)
+    return kl_from_states(U, at_least_one(Sa, ma), at_least_one(Sb, mb))
 
 
 @njit(**KERNEL)
@@ -332,7 +334,7 @@ def small_rows(x, y, ignore_index, mode, out, rowweight, bad):
                     out[r0 + i] = m[i] + s[i]
         elif mode == 2:
             for i in range(k):
-                out[r0 + i] = s[i] - t[i] / vexp(s[i])
+                out[r0 + i] = nonneg(s[i] - t[i] / vexp(s[i]))
         else:
             for i in range(k):
                 lab = y[r0 + i]

@@ -19,6 +19,8 @@ from ._blocks import (
     KERNEL,
     NINF,
     ROW,
+    at_least_one,
+    nonneg,
     SLACK,
     block_max,
     block_max_scaled,
@@ -217,16 +219,18 @@ def score(
                 U += float(u)
             S += float(s)
             T += float(t)
+        S = at_least_one(S, m)
         logS = np.log(S)
         lse[i] = float(m) + logS
-        ent[i] = logS - T / S
+        ent[i] = nonneg(logS - T / S)
         if S != S:
             nan_at = _first_nan(r)
             if nan_at >= 0:
                 am = nan_at
         amax[i] = am
         if has_teacher:
-            kl[i] = kl_from_states(U, St, S if one_t else Sb)
+            Sm = S if one_t else at_least_one(Sb, m * it)
+            kl[i] = kl_from_states(U, at_least_one(St, mt), Sm)
         if has_labels:
             lab = y[i]
             if lab == ignore_index:
