@@ -4,9 +4,11 @@ Probability space: :func:`entropy`, :func:`cross_entropy`, :func:`kl_divergence`
 :func:`js_divergence`. Logit space: :func:`logsumexp`, :func:`log_softmax`, :func:`softmax`,
 :func:`softmax_cross_entropy`, :func:`softmax_entropy`, :func:`softmax_kl_divergence`,
 :func:`score`. Backends: :func:`backends`, :func:`set_backend`, :func:`get_backend`,
-:func:`use_backend`. The contract is API.md; the README explains the semantics.
+:func:`use_backend`. Sharded vocabularies: :func:`partial_state` and :class:`LogitState`
+(:mod:`numbaent.partial`); Dask arrays: :mod:`numbaent.dask` (imported explicitly). The contract is API.md; the README explains the semantics.
 """
 
+from . import partial
 from ._backend import (
     BackendInfo,
     BackendUnavailableError,
@@ -23,6 +25,7 @@ from .logits import (
     softmax_entropy,
     softmax_kl_divergence,
 )
+from .partial import LogitState, partial_state
 from .probability import cross_entropy, entropy, js_divergence, kl_divergence
 from .scoring import Scores, score
 
@@ -31,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendInfo",
     "BackendUnavailableError",
+    "LogitState",
     "Scores",
     "backends",
     "cross_entropy",
@@ -40,6 +44,8 @@ __all__ = [
     "kl_divergence",
     "log_softmax",
     "logsumexp",
+    "partial",
+    "partial_state",
     "score",
     "set_backend",
     "softmax",

@@ -349,6 +349,9 @@ def test_label_smoothing_outside_unit_interval_raises(backend, smoothing, rng):
     x = rng.standard_normal((3, 4))
     with pytest.raises(ValueError, match="label_smoothing"):
         ne.softmax_cross_entropy(x, np.array([0, 1, 2]), label_smoothing=smoothing, backend=backend)
+    if smoothing > 1:  # torch refuses this one too (it accepts a negative value: numbaent does not)
+        with pytest.raises(RuntimeError, match="label_smoothing"):
+            torch_ce(x, np.array([0, 1, 2]), None, label_smoothing=smoothing)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

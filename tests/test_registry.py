@@ -407,3 +407,21 @@ def test_backends_does_not_import_cupy_or_torch():
     r = run_python(code)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+def test_bad_environment_variable_does_not_break_import_or_backends():
+    """The bad value is reported by the first call that needs the default, not by the import:
+    ``backends()`` never raises, and an explicit backend or set_backend still works."""
+    code = (
+        "import json, numbaent\n"
+        "info = numbaent.backends()\n"
+        "h = numbaent.entropy([[0.5, 0.5]], backend='numpy')\n"
+        "numbaent.set_backend('numpy')\n"
+        "print(json.dumps([sorted(info), float(h[0]), numbaent.get_backend()]))\n"
+    )
+    r = run_python(code, NUMBAENT_BACKEND="gpu")
+    assert r.returncode == 0, r.stderr
+    names, h, default = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(names) == NAMES
+    assert h == pytest.approx(np.log(2.0), rel=1e-15)
+    assert default == "numpy"
