@@ -174,7 +174,9 @@ def labels_rows(y, name: str, batch: tuple[int, ...]) -> np.ndarray:
         )
     if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
         big = int(np.flatnonzero(arr.ravel() > np.iinfo(np.int64).max)[0])
-        raise IndexError(f"{name}: label {arr.ravel()[big]} at row {row_name(big, batch)} is out of range")
+        raise IndexError(
+            f"{name}: label {arr.ravel()[big]} at row {row_name(big, batch)} is out of range"
+        )
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
 
 

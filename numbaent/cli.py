@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import mmap
 import math
+import mmap
 import os
 import sys
 import tempfile

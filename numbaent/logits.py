@@ -40,8 +40,15 @@ def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, 
     rows = _logit_rows(logits, "logits", axis)
     target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), "none")
     impl.logsumexp(rows.data, target)
-    res = v.finish(target, rows.batch, final, divisor=1.0, reduction="none",
-                   nan_policy="propagate", nan_inputs={})
+    res = v.finish(
+        target,
+        rows.batch,
+        final,
+        divisor=1.0,
+        reduction="none",
+        nan_policy="propagate",
+        nan_inputs={},
+    )
     return v.scalar_if_0d(res, out)
 
 
@@ -118,14 +125,28 @@ def softmax_entropy(
     v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
     name = _backend.resolve(backend, logits)
     if _backend.on_device(logits):
-        return _backend.device_call("softmax_entropy", logits, base=base, axis=axis, reduction=reduction,
-                          nan_policy=nan_policy, out=out)
+        return _backend.device_call(
+            "softmax_entropy",
+            logits,
+            base=base,
+            axis=axis,
+            reduction=reduction,
+            nan_policy=nan_policy,
+            out=out,
+        )
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
     target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), reduction)
     impl.softmax_entropy(rows.data, target)
-    res = v.finish(target, rows.batch, final, divisor=divisor, reduction=reduction,
-                   nan_policy=nan_policy, nan_inputs={"logits": rows.data})
+    res = v.finish(
+        target,
+        rows.batch,
+        final,
+        divisor=divisor,
+        reduction=reduction,
+        nan_policy=nan_policy,
+        nan_inputs={"logits": rows.data},
+    )
     return v.scalar_if_0d(res, out)
 
 
@@ -160,8 +181,17 @@ def softmax_kl_divergence(
     t = v.check_temperature(temperature)
     name = _backend.resolve(backend, logits_p, logits_q)
     if _backend.on_device(logits_p, logits_q):
-        return _backend.device_call("softmax_kl_divergence", logits_p, logits_q, temperature=t, base=base,
-                          axis=axis, reduction=reduction, nan_policy=nan_policy, out=out)
+        return _backend.device_call(
+            "softmax_kl_divergence",
+            logits_p,
+            logits_q,
+            temperature=t,
+            base=base,
+            axis=axis,
+            reduction=reduction,
+            nan_policy=nan_policy,
+            out=out,
+        )
     impl = _backend.implementation(name)
     rp = _logit_rows(logits_p, "logits_p", axis)
     qa = v.as_logits(logits_q, "logits_q")
@@ -172,8 +202,15 @@ def softmax_kl_divergence(
     rq = v.to_rows(qa, rp.axis)
     target, final = v.outputs(out, rp.batch, v.math_dtype(rp.data, rq.data), reduction)
     impl.softmax_kl(rp.data, rq.data, 1.0 / t, target)
-    res = v.finish(target, rp.batch, final, divisor=divisor, reduction=reduction,
-                   nan_policy=nan_policy, nan_inputs={"logits_p": rp.data, "logits_q": rq.data})
+    res = v.finish(
+        target,
+        rp.batch,
+        final,
+        divisor=divisor,
+        reduction=reduction,
+        nan_policy=nan_policy,
+        nan_inputs={"logits_p": rp.data, "logits_q": rq.data},
+    )
     return v.scalar_if_0d(res, out)
 
 
@@ -234,9 +271,19 @@ def softmax_cross_entropy(
     ignore_index = v.check_int(ignore_index, "ignore_index")
     name = _backend.resolve(backend, logits, target, weight)
     if _backend.on_device(logits, target, weight):
-        return _backend.device_call("softmax_cross_entropy", logits, target, weight=weight,
-                          ignore_index=ignore_index, label_smoothing=eps, reduction=reduction,
-                          base=base, axis=axis, nan_policy=nan_policy, out=out)
+        return _backend.device_call(
+            "softmax_cross_entropy",
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=eps,
+            reduction=reduction,
+            base=base,
+            axis=axis,
+            nan_policy=nan_policy,
+            out=out,
+        )
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
     n, c = rows.data.shape
@@ -256,8 +303,16 @@ def softmax_cross_entropy(
             )
         denom = float(np.sum(row_w, dtype=np.float64))
         return v.scalar_if_0d(
-            v.finish(tgt, rows.batch, final, divisor=divisor, reduction=reduction,
-                     nan_policy=nan_policy, nan_inputs={"logits": rows.data}, denom=denom),
+            v.finish(
+                tgt,
+                rows.batch,
+                final,
+                divisor=divisor,
+                reduction=reduction,
+                nan_policy=nan_policy,
+                nan_inputs={"logits": rows.data},
+                denom=denom,
+            ),
             out,
         )
     if ta.dtype.kind == "b":
@@ -277,8 +332,15 @@ def softmax_cross_entropy(
     tgt, final = v.outputs(out, rows.batch, dtype, reduction)
     impl.ce_soft(rows.data, t.data, w, eps, tgt)
     return v.scalar_if_0d(
-        v.finish(tgt, rows.batch, final, divisor=divisor, reduction=reduction,
-                 nan_policy=nan_policy, nan_inputs={"logits": rows.data, "target": t.data}),
+        v.finish(
+            tgt,
+            rows.batch,
+            final,
+            divisor=divisor,
+            reduction=reduction,
+            nan_policy=nan_policy,
+            nan_inputs={"logits": rows.data, "target": t.data},
+        ),
         out,
     )
 

@@ -17,7 +17,9 @@ ArrayLike = Any
 _FAULT = {1: "p", 2: "q"}
 
 
-def _prob_call(op: str, p, q, *, base, axis, normalize, reduction, nan_policy, backend, out, pq_names):
+def _prob_call(
+    op: str, p, q, *, base, axis, normalize, reduction, nan_policy, backend, out, pq_names
+):
     divisor = v.base_divisor(base)
     v.check_choice(reduction, "reduction", v.REDUCTIONS)
     v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
@@ -25,8 +27,14 @@ def _prob_call(op: str, p, q, *, base, axis, normalize, reduction, nan_policy, b
     if _backend.on_device(p, q):
         args = (p,) if q is None else (p, q)
         return _backend.device_call(
-            op, *args, base=base, axis=axis, normalize=normalize, reduction=reduction,
-            nan_policy=nan_policy, out=out,
+            op,
+            *args,
+            base=base,
+            axis=axis,
+            normalize=normalize,
+            reduction=reduction,
+            nan_policy=nan_policy,
+            out=out,
         )
     impl = _backend.implementation(name)
     pn, qn = pq_names
@@ -53,7 +61,12 @@ def _prob_call(op: str, p, q, *, base, axis, normalize, reduction, nan_policy, b
             "probabilities and counts must be >= 0"
         )
     return v.finish(
-        target, rows.batch, final, divisor=divisor, reduction=reduction, nan_policy=nan_policy,
+        target,
+        rows.batch,
+        final,
+        divisor=divisor,
+        reduction=reduction,
+        nan_policy=nan_policy,
         nan_inputs={pn: rows.data, qn: q2},
     )
 
@@ -106,8 +119,17 @@ def entropy(
     0.562335
     """
     res = _prob_call(
-        "entropy", p, None, base=base, axis=axis, normalize=normalize, reduction=reduction,
-        nan_policy=nan_policy, backend=backend, out=out, pq_names=("p", "q"),
+        "entropy",
+        p,
+        None,
+        base=base,
+        axis=axis,
+        normalize=normalize,
+        reduction=reduction,
+        nan_policy=nan_policy,
+        backend=backend,
+        out=out,
+        pq_names=("p", "q"),
     )
     return v.scalar_if_0d(res, out)
 
@@ -137,8 +159,17 @@ def cross_entropy(
     array([2.])
     """
     res = _prob_call(
-        "cross_entropy", p, q, base=base, axis=axis, normalize=normalize, reduction=reduction,
-        nan_policy=nan_policy, backend=backend, out=out, pq_names=("p", "q"),
+        "cross_entropy",
+        p,
+        q,
+        base=base,
+        axis=axis,
+        normalize=normalize,
+        reduction=reduction,
+        nan_policy=nan_policy,
+        backend=backend,
+        out=out,
+        pq_names=("p", "q"),
     )
     return v.scalar_if_0d(res, out)
 
@@ -167,8 +198,17 @@ def kl_divergence(
     array([0.      , 0.207519])
     """
     res = _prob_call(
-        "kl_divergence", p, q, base=base, axis=axis, normalize=normalize, reduction=reduction,
-        nan_policy=nan_policy, backend=backend, out=out, pq_names=("p", "q"),
+        "kl_divergence",
+        p,
+        q,
+        base=base,
+        axis=axis,
+        normalize=normalize,
+        reduction=reduction,
+        nan_policy=nan_policy,
+        backend=backend,
+        out=out,
+        pq_names=("p", "q"),
     )
     return v.scalar_if_0d(res, out)
 
@@ -197,8 +237,16 @@ def js_divergence(
     array([1.])
     """
     res = _prob_call(
-        "js_divergence", p, q, base=base, axis=axis, normalize=normalize, reduction=reduction,
-        nan_policy=nan_policy, backend=backend, out=out, pq_names=("p", "q"),
+        "js_divergence",
+        p,
+        q,
+        base=base,
+        axis=axis,
+        normalize=normalize,
+        reduction=reduction,
+        nan_policy=nan_policy,
+        backend=backend,
+        out=out,
+        pq_names=("p", "q"),
     )
     return v.scalar_if_0d(res, out)
-

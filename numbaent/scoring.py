@@ -129,8 +129,16 @@ def score(
     ignore_index = v.check_int(ignore_index, "ignore_index")
     name = _backend.resolve(backend, logits, labels, teacher_logits)
     if _backend.on_device(logits, labels, teacher_logits):
-        return _backend.device_call("score", logits, labels, teacher_logits=teacher_logits,
-                                    temperature=t, ignore_index=ignore_index, base=base, axis=axis)
+        return _backend.device_call(
+            "score",
+            logits,
+            labels,
+            teacher_logits=teacher_logits,
+            temperature=t,
+            ignore_index=ignore_index,
+            base=base,
+            axis=axis,
+        )
     impl = _backend.implementation(name)
     xa = v.as_logits(logits, "logits")
     ax = v.check_axis(axis, xa.ndim, "logits")
