@@ -61,10 +61,17 @@ def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+_I64 = np.iinfo(np.int64)
+
+
 def check_int(value, name: str) -> int:
+    """A Python int that fits the kernels' int64 (a larger one cannot reach a Numba kernel)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {value!r}")
-    return int(value)
+    v = int(value)
+    if not _I64.min <= v <= _I64.max:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer; got {value!r}")
+    return v
 
 
 def check_label_smoothing(eps) -> float:
@@ -172,7 +179,9 @@ def labels_rows(y, name: str, batch: tuple[int, ...]) -> np.ndarray:
             f"{name} must have shape {batch} (the logits' shape without the class axis); "
             f"got {arr.shape}"
         )
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+    # any byte order: a big-endian ">u8" is not == np.uint64, and would wrap to negative labels
+    u64 = arr.dtype.kind == "u" and arr.dtype.itemsize == 8
+    if u64 and arr.size and arr.max() > np.iinfo(np.int64).max:
         big = int(np.flatnonzero(arr.ravel() > np.iinfo(np.int64).max)[0])
         raise IndexError(
             f"{name}: label {arr.ravel()[big]} at row {row_name(big, batch)} is out of range"
@@ -207,8 +216,15 @@ def weight_array(weight, c: int, dtype) -> np.ndarray | None:
     return np.ascontiguousarray(w, dtype=dtype)
 
 
-def prepare_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out"):
-    """Validate a user ``out`` array; returns (array to fill with kernels, final out or None)."""
+def overlaps(out: np.ndarray, inputs) -> bool:
+    """True if ``out`` may share memory with one of ``inputs`` (a cheap bounds check)."""
+    return any(a is not None and np.may_share_memory(out, a) for a in inputs)
+
+
+def prepare_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out", inputs=()):
+    """Validate a user ``out`` array; returns (array to fill with kernels, final out or None).
+    An ``out`` that may overlap one of ``inputs`` (what the kernel reads) is filled through a
+    temporary: the kernels write row results while other rows are still being read."""
     if out is None:
         return np.empty(shape, dtype), None
     if not isinstance(out, np.ndarray):
@@ -219,7 +235,7 @@ def prepare_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out")
         raise TypeError(f"{name} has dtype {out.dtype}; expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
-    if out.flags.c_contiguous:
+    if out.flags.c_contiguous and not overlaps(out, inputs):
         return out, out
     return np.empty(shape, dtype), out
 
@@ -281,11 +297,12 @@ def finish(
     return val
 
 
-def outputs(out, batch: tuple[int, ...], dtype: np.dtype, reduction: str):
-    """(kernel target of shape (N,), final ``out`` or None) for a per-row result."""
+def outputs(out, batch: tuple[int, ...], dtype: np.dtype, reduction: str, inputs=()):
+    """(kernel target of shape (N,), final ``out`` or None) for a per-row result; ``inputs``: the
+    arrays the kernel reads (an ``out`` overlapping them is filled through a temporary)."""
     n = math.prod(batch)
     if reduction == "none":
-        target, final = prepare_out(out, batch, dtype)
+        target, final = prepare_out(out, batch, dtype, inputs=inputs)
         return target.reshape(n), final
     final = None
     if out is not None:

@@ -38,7 +38,7 @@ def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, 
         return _backend.device_call("logsumexp", logits, axis=axis, out=out)
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
-    target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), "none")
+    target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), "none", (rows.data,))
     impl.logsumexp(rows.data, target)
     res = v.finish(
         target,
@@ -63,7 +63,12 @@ def _softmax_like(op, logits, axis, backend, out):
     shape = np.shape(logits)
     if out is not None:
         v.prepare_out(out, shape, dtype)  # validates shape, dtype, writability
-        if rows.axis == len(shape) - 1 and out.flags.c_contiguous:
+        # in place (out is the input's own memory, same dtype) is fine: a row is read whole
+        # before it is written; any other overlap goes through ``flat``
+        addr = out.__array_interface__["data"][0]
+        same = out.dtype == rows.data.dtype and addr == rows.data.__array_interface__["data"][0]
+        usable = same or not v.overlaps(out, (rows.data,))
+        if rows.axis == len(shape) - 1 and out.flags.c_contiguous and usable:
             impl_out = out.reshape(n, c)
             getattr(impl, op)(rows.data, impl_out)
             return out
@@ -136,7 +141,7 @@ def softmax_entropy(
         )
     impl = _backend.implementation(name)
     rows = _logit_rows(logits, "logits", axis)
-    target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), reduction)
+    target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), reduction, (rows.data,))
     impl.softmax_entropy(rows.data, target)
     res = v.finish(
         target,
@@ -200,7 +205,9 @@ def softmax_kl_divergence(
             f"logits_p and logits_q must have the same shape; got {np.shape(logits_p)} and {qa.shape}"
         )
     rq = v.to_rows(qa, rp.axis)
-    target, final = v.outputs(out, rp.batch, v.math_dtype(rp.data, rq.data), reduction)
+    target, final = v.outputs(
+        out, rp.batch, v.math_dtype(rp.data, rq.data), reduction, (rp.data, rq.data)
+    )
     impl.softmax_kl(rp.data, rq.data, 1.0 / t, target)
     res = v.finish(
         target,
@@ -292,7 +299,7 @@ def softmax_cross_entropy(
     w = v.weight_array(weight, c, np.float64)
     if ta.dtype.kind in "iu":
         y = v.labels_rows(ta, "target", rows.batch)
-        tgt, final = v.outputs(out, rows.batch, dtype, reduction)
+        tgt, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, y, w))
         row_w, bad = impl.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
         hit = np.flatnonzero(bad)
         if hit.size:
@@ -329,7 +336,7 @@ def softmax_cross_entropy(
         )
     t = v.to_rows(v.as_probabilities(ta, "target"), rows.axis)
     dtype = v.math_dtype(rows.data, t.data)
-    tgt, final = v.outputs(out, rows.batch, dtype, reduction)
+    tgt, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, t.data, w))
     impl.ce_soft(rows.data, t.data, w, eps, tgt)
     return v.scalar_if_0d(
         v.finish(

@@ -47,7 +47,7 @@ def _prob_call(
         v.check_same_shape(pa, qa, pn, qn, ax)
         q2 = qa.reshape(1, -1) if qa.shape != pa.shape else v.to_rows(qa, ax).data
     dtype = v.math_dtype(rows.data, q2)
-    target, final = v.outputs(out, rows.batch, dtype, reduction)
+    target, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, q2))
     if q is None:
         flags = impl.entropy(rows.data, bool(normalize), target)
     else:
