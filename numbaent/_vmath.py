@@ -297,6 +297,13 @@ def log64(x):
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
+def mul3(a, b, c):
+    """(a * b) * c in that order, also inside a reassociating (FASTMATH) loop: this function's own
+    flags apply to its instructions, so LLVM may not regroup it as a * (b * c)."""
+    return (a * b) * c
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def bf16_to_f32(u):
     return f32_from_bits(_I32(u) << _I32(16))
 

@@ -245,26 +245,38 @@ def row_lse_t(r, like):
     return m, at_least_one(S, m), T
 
 
-# KL between two softmax rows a (reference) and b keeps U = sum_j ea_j ((a_j - ra) - (b_j - rb)),
-# ea_j = exp(a_j - ra), relative to the running references ra, rb (see ref_of), so that
-#     KL = U / Sa + (log Sb - log Sa)
-# never subtracts two large log-sum-exps (logits of 1e30 would cancel to garbage).
+# KL between two softmax rows a (reference) and b at a temperature T (it = 1 / T) keeps
+#     U = sum_j ea_j ((a_j - ra) - (b_j - rb)),   ea_j = exp((a_j - ra) * it),
+# in RAW logit units relative to the running raw references ra, rb (see ref_of), so that
+#     KL = it * U / Sa + (log Sb - log Sa)
+# never subtracts two large log-sum-exps (logits of 1e30 would cancel to garbage) and never forms
+# a / T, which is inexact (an FMA-contracted a * it - ra is not 0 at the max) and overflows for
+# huge logits. A term with a_j = -inf adds 0; a finite a_j over b_j = -inf adds +inf, or NaN where
+# ea_j underflowed (0 * inf): the exact path (exact.py) then gives the +inf of the contract.
 
 
 @njit(**ROW)
-def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new):
-    """Move both references at once (returns U, Sa): each ea scales by f = exp(ra - ra') and each
-    (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows, whose
-    two moves are equal, keep U exactly 0."""
-    f = rescale(ma_old, ma_new)
+def rescale_t(m_old, m_new, it):
+    """exp((m_old - m_new) * it) in float64, 0 when m_old is -inf (an empty state)."""
+    if m_old == NINF:
+        return 0.0
+    return math.exp((float(m_old) - float(m_new)) * it)
+
+
+@njit(**ROW)
+def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
+    """Move both references at once (returns U, Sa): each ea scales by f = exp((ra - ra') it) and
+    each (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows,
+    whose two moves are equal, keep U exactly 0."""
+    f = rescale_t(ma_old, ma_new, it)
     da = float(ref_of(ma_new)) - float(ref_of(ma_old))
     db = float(rb_new) - float(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
 
 
 @njit(**ROW)
-def kl_from_states(U, Sa, Sb):
-    return U / Sa + (np.log(Sb) - np.log(Sa))
+def kl_from_states(U, Sa, Sb, it):
+    return (it * U) / Sa + (np.log(Sb) - np.log(Sa))
 
 
 # --------------------------------------------------------------------------------------------------

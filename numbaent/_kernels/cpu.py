@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_logits, cpu_prob, cpu_score
+from . import cpu_logits, cpu_prob, cpu_score, exact
 from ._blocks import SMALL_C
 
 
@@ -27,28 +27,37 @@ def _q_step(p, q):
     return 0 if q.shape[0] == 1 and p.shape[0] != 1 else 1
 
 
+def _limits(dtype):
+    """(tiny, huge) row sums between which the kernels' products are exact enough (cpu_prob)."""
+    return (2.0**-100, 2.0**100) if dtype == np.float32 else (2.0**-900, 2.0**900)
+
+
 def entropy(p, normalize, out):
     flags = _flags(p.shape[0])
-    cpu_prob.entropy(kernel_view(p), bool(normalize), out, flags)
+    cpu_prob.entropy(kernel_view(p), bool(normalize), *_limits(out.dtype), out, flags)
+    exact.prob("entropy", p, None, normalize, out, exact.take_redo(flags))
     return flags
 
 
-def _pq(kernel, p, q, normalize, out):
+def _pq(op, p, q, normalize, out):
     flags = _flags(p.shape[0])
-    kernel(kernel_view(p), kernel_view(q), _q_step(p, q), bool(normalize), out, flags)
+    kernel = getattr(cpu_prob, op)
+    lim = _limits(out.dtype)
+    kernel(kernel_view(p), kernel_view(q), _q_step(p, q), bool(normalize), *lim, out, flags)
+    exact.prob(op, p, q, normalize, out, exact.take_redo(flags))
     return flags
 
 
 def cross_entropy(p, q, normalize, out):
-    return _pq(cpu_prob.cross_entropy, p, q, normalize, out)
+    return _pq("cross_entropy", p, q, normalize, out)
 
 
 def kl_divergence(p, q, normalize, out):
-    return _pq(cpu_prob.kl_divergence, p, q, normalize, out)
+    return _pq("kl_divergence", p, q, normalize, out)
 
 
 def js_divergence(p, q, normalize, out):
-    return _pq(cpu_prob.js_divergence, p, q, normalize, out)
+    return _pq("js_divergence", p, q, normalize, out)
 
 
 def _small(x):
@@ -122,16 +131,21 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
         cpu_logits.ce_labels_general(
             xv, y, w, ignore_index, float(eps), np.ones(c, out.dtype), out, row_w, bad
         )
+        if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
+            idx = exact.nonfinite_rows(out, x)
+            exact.ce_labels(x, y, weight, ignore_index, eps, out, idx)
     return row_w, bad
 
 
 def ce_soft(x, t, weight, eps, out):
     w = _weights(weight, x.shape[1], out.dtype)
     cpu_logits.ce_soft(kernel_view(x), kernel_view(t), w, float(eps), out)
+    exact.ce_soft(x, t, weight, eps, out, exact.nonfinite_rows(out, x, t))
 
 
 def softmax_kl(xp, xq, inv_t, out):
     cpu_logits.softmax_kl(kernel_view(xp), kernel_view(xq), float(inv_t), out)
+    exact.softmax_kl(xp, xq, inv_t, out, exact.nonfinite_rows(out, xp, xq))
 
 
 def score(x, y, ignore_index, teacher, inv_t, outs):
@@ -156,4 +170,7 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
         outs.get("kl_divergence", dummy_f),
         bad,
     )
+    if teacher is not None:
+        kl = outs["kl_divergence"]
+        exact.softmax_kl(teacher, x, inv_t, kl, exact.nonfinite_rows(kl, teacher, x))
     return bad

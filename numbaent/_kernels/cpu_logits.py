@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._vmath import cst, key, ld, unkey, vexp, vexpm, vlog
+from .._vmath import cst, key, ld, mul3, unkey, vexp, vexpm, vlog
 from ._blocks import (
     BLK,
     BLOCK,
@@ -23,12 +23,12 @@ from ._blocks import (
     TILE,
     at_least_one,
     block_max,
-    block_max_scaled,
     kl_from_states,
     kl_move,
     nonneg,
     ref_of,
     rescale,
+    rescale_t,
     row_lse,
     row_lse_t,
     tile_lse,
@@ -95,9 +95,12 @@ def _blk_linear(r, t, w, a, b, lo, hi, rm):
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         s += vexpm(xv - rm)
-        cj = cst(rm, w[j]) * (cst(rm, ld(t[j])) * a + b)
-        cs += cj
-        lin += z if cj == 0 else cj * (rm - xv)
+        wj = cst(rm, w[j])
+        qj = cst(rm, ld(t[j])) * a + b
+        cs += wj * qj
+        # (q (m - x)) w, never (w q) (m - x): a subnormal target times a weight would round to a
+        # few bits before meeting a logit gap of 1e38 that makes it count (mul3 fixes the order)
+        lin += z if (wj == 0 or qj == 0) else mul3(qj, rm - xv, wj)
     return s, cs, lin
 
 
@@ -105,7 +108,8 @@ def _blk_linear(r, t, w, a, b, lo, hi, rm):
 def _row_lse_linear(r, t, w, a, b, like):
     """Online (m, S) plus the linear term of a target distribution with coefficients
     c_j = w[j] * (t[j] * a + b):  returns (m, S, Csum, A) with A = sum_j c_j (m - x_j), so that
-    sum_j c_j (lse - x_j) = Csum * log(S) + A. A term with c_j == 0 contributes 0 whatever x_j is.
+    sum_j c_j (lse - x_j) = Csum * log(S) + A. A term with w[j] == 0 or t[j] a + b == 0
+    contributes 0 whatever x_j is.
     A is kept relative to a reference point that follows the running max (shifted exactly when the
     max moves: A += (ref_new - ref_old) * Csum)."""
     c = r.shape[0]
@@ -203,9 +207,9 @@ def ce_soft(x, t, w, eps, out):
 
 
 @njit(**BLK)
-def blk_kl(rp, rq, lo, hi, ra, rb, inv_t):
-    """Block sums for KL at a temperature, a = p/T, b = q/T:
-    (sum ea, sum eb, sum ea ((a - ra) - (b - rb))); a term with ea == 0 adds 0."""
+def blk_kl(rp, rq, lo, hi, ra, rb, it):
+    """Block sums for KL at a temperature (it = 1 / T) against raw references ra, rb:
+    (sum ea, sum eb, sum ea ((a - ra) - (b - rb))), ea = exp((a - ra) it); see kl_move."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     rp = rp[lo:hi]
@@ -215,18 +219,18 @@ def blk_kl(rp, rq, lo, hi, ra, rb, inv_t):
     sb = z
     u = z
     for j in range(hi - lo):
-        da = cst(ra, ld(rp[j])) * inv_t - ra
-        db = cst(ra, ld(rq[j])) * inv_t - rb
-        ea = vexpm(da)
+        da = cst(ra, ld(rp[j])) - ra
+        db = cst(ra, ld(rq[j])) - rb
+        ea = vexpm(da * it)
         sa += ea
-        sb += vexpm(db)
-        u += z if ea == 0 else ea * (da - db)
+        sb += vexpm(db * it)
+        u += z if da == NINF else ea * (da - db)
     return sa, sb, u
 
 
 @njit(**BLK)
-def blk_kl_max(rp, rq, lo, hi, ra, rb, inv_t):
-    """blk_kl against the references of earlier blocks, plus both block maxima (one pass)."""
+def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
+    """blk_kl against the references of earlier blocks, plus both raw block maxima (one pass)."""
     rp = rp[lo:hi]
     rq = rq[lo:hi]
     z = cst(ra, 0.0)
@@ -236,43 +240,44 @@ def blk_kl_max(rp, rq, lo, hi, ra, rb, inv_t):
     ka = key(cst(ra, NINF))
     kb = ka
     for j in range(hi - lo):
-        av = cst(ra, ld(rp[j])) * inv_t
-        bv = cst(ra, ld(rq[j])) * inv_t
+        av = cst(ra, ld(rp[j]))
+        bv = cst(ra, ld(rq[j]))
         kk = key(av)
         ka = kk if kk > ka else ka
         kk = key(bv)
         kb = kk if kk > kb else kb
         da = av - ra
         db = bv - rb
-        ea = vexpm(da)
+        ea = vexpm(da * it)
         sa += ea
-        sb += vexpm(db)
-        u += z if ea == 0 else ea * (da - db)
+        sb += vexpm(db * it)
+        u += z if da == NINF else ea * (da - db)
     return sa, sb, u, unkey(ka, ra), unkey(kb, ra)
 
 
 @njit(**ROW)
-def row_kl(rp, rq, inv_t, like):
+def row_kl(rp, rq, it, it64, like):
     """D(softmax(p/T) || softmax(q/T)) for one pair of rows, in one pass over both
-    (state and references: see kl_move in _blocks; one pass per block as row_lse)."""
+    (state and raw references: see kl_move in _blocks; one pass per block as row_lse, with the
+    slack in raw units, SLACK * T)."""
     c = rp.shape[0]
     ma = cst(like, NINF)
     mb = cst(like, NINF)
     if c > 0:
-        a0 = cst(like, ld(rp[0])) * inv_t
-        b0 = cst(like, ld(rq[0])) * inv_t
+        a0 = cst(like, ld(rp[0]))
+        b0 = cst(like, ld(rq[0]))
         if a0 > NINF and a0 < -NINF and b0 > NINF and b0 < -NINF:
             ma = a0
             mb = b0
     Sa = 0.0
     Sb = 0.0
     U = 0.0
-    slack = cst(like, SLACK)
+    slack = cst(like, SLACK / it64)
     for lo in range(0, c, BLOCK):
         hi = min(lo + BLOCK, c)
         done = False
         if ma != NINF and mb != NINF:
-            sa, sb, u, fa, fb = blk_kl_max(rp, rq, lo, hi, ma, mb, inv_t)
+            sa, sb, u, fa, fb = blk_kl_max(rp, rq, lo, hi, ma, mb, it)
             done = fa <= ma + slack and fb <= mb + slack
         if done:
             Sa += float(sa)
@@ -281,26 +286,26 @@ def row_kl(rp, rq, inv_t, like):
             bma = update_max(ma, fa)
             bmb = update_max(mb, fb)
         else:
-            bma = update_max(ma, block_max_scaled(rp, lo, hi, like, inv_t))
-            bmb = update_max(mb, block_max_scaled(rq, lo, hi, like, inv_t))
+            bma = update_max(ma, block_max(rp, lo, hi, like))
+            bmb = update_max(mb, block_max(rq, lo, hi, like))
         if bma != ma or bmb != mb:
-            U, Sa = kl_move(U, Sa, ma, bma, ref_of(mb), ref_of(bmb))
-            Sb *= rescale(mb, bmb)
+            U, Sa = kl_move(U, Sa, ma, bma, ref_of(mb), ref_of(bmb), it64)
+            Sb *= rescale_t(mb, bmb, it64)
             ma = bma
             mb = bmb
         if not done:
-            sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), inv_t)
+            sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), it)
             Sa += float(sa)
             Sb += float(sb)
             U += float(u)
-    return kl_from_states(U, at_least_one(Sa, ma), at_least_one(Sb, mb))
+    return kl_from_states(U, at_least_one(Sa, ma), at_least_one(Sb, mb), it64)
 
 
 @njit(**KERNEL)
 def softmax_kl(xp, xq, inv_t, out):
     it = cst(out, inv_t)
     for i in prange(xp.shape[0]):
-        out[i] = row_kl(xp[i], xq[i], it, out)
+        out[i] = row_kl(xp[i], xq[i], it, inv_t, out)
 
 
 # --------------------------------------------------------------------------------------------------

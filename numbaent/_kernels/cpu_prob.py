@@ -3,7 +3,10 @@
 Inputs are C-contiguous 2-D arrays (float32, float64, int16 = float16 bits, uint16 = bfloat16 bits);
 ``q`` may have a single row shared by all rows (``q_step = 0``). Each kernel writes its result to
 ``out`` and sets ``flags[i]`` for row faults the validation layer turns into errors:
-bit 1 = a negative value in p, bit 2 = a negative value in q.
+bit 1 = a negative value in p, bit 2 = a negative value in q; bit 4 (``REDO``) asks the adapter for
+the exact path (``exact.py``): a NaN result from inputs without NaN, a non-finite result from sums
+beyond ``huge`` (a float32 product p log q may have overflowed; +inf inputs), or, with
+``normalize``, a row sum outside [tiny, huge] (subnormal terms lose their precision).
 
 Terms with p == 0 contribute exactly 0 (0 log 0 = 0, 0 log(0/0) = 0). The test is ``p == 0``, not
 ``p > 0``, so a NaN p still poisons the sum. A NaN in q where p == 0 is caught by counting NaNs in q.
@@ -21,6 +24,21 @@ from numba import njit, prange
 
 from .._vmath import cst, ld, vlog
 from ._blocks import BLK, BLOCK, KERNEL, ROW
+
+REDO = 4
+
+
+@njit(**ROW)
+def _redo(res, Sp, Sq, normalize, tiny, huge):
+    if Sp != Sp or Sq != Sq:  # a NaN input: the row is NaN, nothing to redo
+        return 0
+    if res != res:
+        return REDO
+    if not (abs(res) < np.inf) and (Sp > huge or Sq > huge):
+        return REDO
+    if normalize and not (tiny <= Sp <= huge and tiny <= Sq <= huge):
+        return REDO
+    return 0
 
 
 @njit(**BLK)
@@ -106,7 +124,7 @@ def _blk_sum_neg(r, lo, hi, like):
 
 
 @njit(**KERNEL)
-def entropy(p, normalize, out, flags):
+def entropy(p, normalize, tiny, huge, out, flags):
     """H = -sum p log p; with normalize: H(p / S) = log S - (sum p log p) / S."""
     c = p.shape[1]
     for i in prange(p.shape[0]):
@@ -119,11 +137,12 @@ def entropy(p, normalize, out, flags):
             S += float(s)
             A += float(a)
             neg += float(ng)
-        flags[i] = 1 if neg > 0 else 0
         if normalize and c > 0:  # an empty row is 0, normalized or not
-            out[i] = np.log(S) - A / S
+            res = np.log(S) - A / S
         else:
-            out[i] = 0.0 - A  # +0.0, not -0.0, for a one-hot row
+            res = 0.0 - A  # +0.0, not -0.0, for a one-hot row
+        out[i] = res
+        flags[i] = (1 if neg > 0 else 0) | _redo(res, S, 1.0, normalize and c > 0, tiny, huge)
 
 
 @njit(**ROW)
@@ -148,25 +167,27 @@ def _row_pq(rp, rq, like, kl):
 
 
 @njit(**KERNEL)
-def cross_entropy(p, q, q_step, normalize, out, flags):
+def cross_entropy(p, q, q_step, normalize, tiny, huge, out, flags):
     """H(p, q) = -sum p log q; with normalize: log Sq - (sum p log q) / Sp."""
     c = p.shape[1]
     for i in prange(p.shape[0]):
         Sp, Sq, B, flag, has_nan = _row_pq(p[i], q[i * q_step], out, False)
-        flags[i] = flag
         res = np.log(Sq) - B / Sp if normalize and c > 0 else 0.0 - B
-        out[i] = np.nan if has_nan else res
+        res = np.nan if has_nan else res
+        out[i] = res
+        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
 
 
 @njit(**KERNEL)
-def kl_divergence(p, q, q_step, normalize, out, flags):
+def kl_divergence(p, q, q_step, normalize, tiny, huge, out, flags):
     """D(p || q) = sum p (log p - log q); with normalize: K / Sp - log Sp + log Sq."""
     c = p.shape[1]
     for i in prange(p.shape[0]):
         Sp, Sq, K, flag, has_nan = _row_pq(p[i], q[i * q_step], out, True)
-        flags[i] = flag
         res = K / Sp + (np.log(Sq) - np.log(Sp)) if normalize and c > 0 else K
-        out[i] = np.nan if has_nan else res
+        res = np.nan if has_nan else res
+        out[i] = res
+        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
 
 
 @njit(**ROW)
@@ -182,7 +203,7 @@ def _row_sum_neg(r, like):
 
 
 @njit(**KERNEL)
-def js_divergence(p, q, q_step, normalize, out, flags):
+def js_divergence(p, q, q_step, normalize, tiny, huge, out, flags):
     """JS = 1/2 sum [p log(p/m) + q log(q/m)], m = (p + q) / 2; normalize scales p, q first
     (a first pass for the sums: the mixture m does not allow a closed-form correction)."""
     c = p.shape[1]
@@ -191,10 +212,11 @@ def js_divergence(p, q, q_step, normalize, out, flags):
         rq = q[i * q_step]
         Sp, negp = _row_sum_neg(rp, out)
         Sq, negq = _row_sum_neg(rq, out)
-        flags[i] = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
+        flag = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
         fp = cst(out, 1.0 / Sp) if normalize else cst(out, 1.0)
         fq = cst(out, 1.0 / Sq) if normalize else cst(out, 1.0)
         J = 0.0
         for lo in range(0, c, BLOCK):
             J += float(_blk_js(rp, rq, lo, min(lo + BLOCK, c), fp, fq))
         out[i] = 0.5 * J
+        flags[i] = flag | _redo(0.5 * J, Sp, Sq, normalize and c > 0, tiny, huge)

@@ -3,8 +3,9 @@
 Per row and block: the block max (integer keys) of the logits gives the running max m and the argmax
 (the first index of the first block that raises m); one fused loop then accumulates
 S = sum e, T = sum e (x - m) (entropy), and, with a teacher at temperature T_,
-St = sum et, U = sum et (a - b) with a = teacher / T_, b = logits / T_, and, when T_ != 1, the model's
-own sum at that temperature, Sb = sum exp(b - m / T_) (max(b) = m / T_ since rounding is monotone).
+St = sum et, U = sum et ((a - mt) - (x - m)) in raw logit units (a the teacher logit, et =
+exp((a - mt) / T_); see kl_move in _blocks) and, when T_ != 1, the model's own sum at that
+temperature, Sb = sum exp((x - m) / T_). Nothing is divided by T_ before the max is subtracted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from ._blocks import (
     SLACK,
     at_least_one,
     block_max,
-    block_max_scaled,
     block_sumexp_t,
     block_sumexp_t_max,
     kl_from_states,
@@ -30,6 +30,7 @@ from ._blocks import (
     nonneg,
     ref_of,
     rescale,
+    rescale_t,
     update_max,
 )
 
@@ -55,7 +56,7 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
         da = cst(rm, ld(rt[j])) - rt_
         et = vexpm(da)
         st += et
-        u += z if et == 0 else et * (da - d)
+        u += z if da == NINF else et * (da - d)
     return s, t, st, u
 
 
@@ -86,13 +87,14 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
         da = av - rt_
         et = vexpm(da)
         st += et
-        u += z if et == 0 else et * (da - d)
+        u += z if da == NINF else et * (da - d)
     return s, t, st, u, unkey(k, rm), unkey(kt, rm)
 
 
 @njit(**BLK)
 def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
-    """T != 1: as _blk_teacher, plus the model's own exp-sum at the temperature (b = x / T)."""
+    """T != 1: as _blk_teacher with et = exp((a - rt_) it), plus the model's own exp-sum at the
+    temperature, sum exp((x - rm) it); U stays in raw units."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
@@ -103,19 +105,17 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
     sb = z
     st = z
     u = z
-    rb = rm * it
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         d = xv - rm
         e = vexpm(d)
         s += e
         t += z if e == 0 else e * d
-        db = xv * it - rb
-        sb += vexpm(db)
-        da = cst(rm, ld(rt[j])) * it - rt_
-        et = vexpm(da)
+        sb += vexpm(d * it)
+        da = cst(rm, ld(rt[j])) - rt_
+        et = vexpm(da * it)
         st += et
-        u += z if et == 0 else et * (da - db)
+        u += z if da == NINF else et * (da - d)
     return s, t, sb, st, u
 
 
@@ -154,7 +154,7 @@ def score(
         mt = cst(lse, NINF)
         if c > 0:  # finite first elements serve as first references (one-pass blocks, as row_lse)
             x0 = cst(lse, ld(r[0]))
-            t0 = cst(lse, ld(rt[0])) * it
+            t0 = cst(lse, ld(rt[0]))
             if x0 > NINF and x0 < -NINF and t0 > NINF and t0 < -NINF:
                 m = x0
                 mt = t0
@@ -188,10 +188,10 @@ def score(
                 bm = update_max(m, block_max(r, lo, hi, lse))
                 bmt = mt
                 if has_teacher:
-                    bmt = update_max(mt, block_max_scaled(rt, lo, hi, lse, it))
+                    bmt = update_max(mt, block_max(rt, lo, hi, lse))
             # move the references to the new maxima (the sums already added follow exactly)
             if has_teacher and (bmt != mt or bm != m):
-                U, St = kl_move(U, St, mt, bmt, ref_of(m) * it, ref_of(bm) * it)
+                U, St = kl_move(U, St, mt, bmt, ref_of(m), ref_of(bm), inv_t)
                 mt = bmt
             if bm != m:
                 f = rescale(m, bm)
@@ -199,7 +199,7 @@ def score(
                     T = f * (T + (float(m) - float(bm)) * S)
                 S *= f
                 if not one_t:
-                    Sb *= rescale(m * it, bm * it)
+                    Sb *= rescale_t(m, bm, inv_t)
                 if bm > m:
                     am = _first_index(r, lo, hi, bm, lse)
                 m = bm
@@ -229,8 +229,8 @@ def score(
                 am = nan_at
         amax[i] = am
         if has_teacher:
-            Sm = S if one_t else at_least_one(Sb, m * it)
-            kl[i] = kl_from_states(U, at_least_one(St, mt), Sm)
+            Sm = S if one_t else at_least_one(Sb, m)
+            kl[i] = kl_from_states(U, at_least_one(St, mt), Sm, inv_t)
         if has_labels:
             lab = y[i]
             if lab == ignore_index:

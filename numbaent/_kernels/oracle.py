@@ -25,6 +25,10 @@ def _row_has_nan(a):
     return np.isnan(a).any(axis=1) if a.shape[1] else np.zeros(a.shape[0], bool)
 
 
+def _has_posinf(a):
+    return np.isposinf(a).any(axis=1) if a.shape[1] else np.zeros(a.shape[0], bool)
+
+
 def _prob_flags(p, q=None):
     flags = (p < 0).any(axis=1).astype(np.int8)
     if q is not None:
@@ -44,39 +48,45 @@ def _normalized(a):
 def entropy(p, normalize):
     p = _f64(p)
     flags = _prob_flags(p)
+    inf_row = _has_posinf(p)
     if normalize:
         p = _normalized(p)
-    return 0.0 - _xlogy(p, p).sum(axis=1), flags
+    h = 0.0 - _xlogy(p, p).sum(axis=1)
+    h[inf_row] = np.nan  # an infinite probability (or count) is not a distribution
+    return h, flags
 
 
 def _pq(p, q, normalize):
     p = _f64(p)
     q = np.broadcast_to(_f64(q), p.shape)
     flags = _prob_flags(p, q)
+    # an infinite probability (or count) in p or q is not a distribution: the row is NaN
+    bad = _has_posinf(p) | _has_posinf(q) | _row_has_nan(q)  # NaN in q: even where p == 0
     if normalize:
         p, q = _normalized(p), _normalized(q)
-    return p, q, flags
+    return p, q, flags, bad
 
 
 def cross_entropy(p, q, normalize):
-    p, q, flags = _pq(p, q, normalize)
+    p, q, flags, bad = _pq(p, q, normalize)
     h = 0.0 - _xlogy(p, q).sum(axis=1)
-    h[_row_has_nan(q)] = np.nan  # a NaN in q poisons the row even where p == 0
+    h[bad] = np.nan
     return h, flags
 
 
 def kl_divergence(p, q, normalize):
-    p, q, flags = _pq(p, q, normalize)
+    p, q, flags, bad = _pq(p, q, normalize)
     d = (_xlogy(p, p) - _xlogy(p, q)).sum(axis=1)
-    d[_row_has_nan(q)] = np.nan
+    d[bad] = np.nan
     return d, flags
 
 
 def js_divergence(p, q, normalize):
-    p, q, flags = _pq(p, q, normalize)
+    p, q, flags, bad = _pq(p, q, normalize)
     m = (p + q) / 2
     js = 0.5 * (_xlogy(p, p) - _xlogy(p, m)).sum(axis=1)
     js += 0.5 * (_xlogy(q, q) - _xlogy(q, m)).sum(axis=1)
+    js[bad] = np.nan
     return js, flags
 
 
@@ -153,6 +163,9 @@ def ce_labels(x, y, weight, ignore_index, eps):
             coef[y[i]] = w[y[i]]
         loss[i] = _weighted_nll(logp[i : i + 1], coef[None, :])[0]
         row_w[i] = w[y[i]]
+    # a row without a valid softmax (NaN, +inf, all -inf) is NaN, even at class weight 0
+    _, _, _, valid = _shift(x)
+    loss[ok & ~valid] = np.nan
     loss[bad == 1] = np.nan
     return loss, row_w, bad
 
@@ -165,16 +178,32 @@ def ce_soft(x, t, weight, eps):
     loss = _weighted_nll(log_softmax(x), coef)
     # a NaN or +inf logit makes the row NaN, even where its target is 0
     loss[_row_has_nan(x) | np.isposinf(x).any(axis=1)] = np.nan
+    loss[_has_posinf(_f64(t))] = np.nan  # an infinite target probability: not a distribution
     return loss
 
 
+def _scaled(x, inv_t):
+    """(x - max) / T: softmax(x / T) without forming x / T, which overflows for huge logits."""
+    d, _, _, valid = _shift(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = d * inv_t
+    d[~valid] = np.nan
+    return d
+
+
 def softmax_kl(xp, xq, inv_t):
-    lp = log_softmax(_f64(xp) * inv_t)
-    lq = log_softmax(_f64(xq) * inv_t)
+    xp, xq = _f64(xp), _f64(xq)
+    if not xp.shape[1]:
+        return np.full(xp.shape[0], np.nan)
+    lp = log_softmax(_scaled(xp, inv_t))
+    lq = log_softmax(_scaled(xq, inv_t))
     p = np.exp(lp)
     with np.errstate(invalid="ignore"):
-        t = p * (lp - lq)
-    return np.where(p == 0, 0.0, t).sum(axis=1) if xp.shape[1] else np.full(xp.shape[0], np.nan)
+        t = np.where(p == 0, 0.0, p * (lp - lq))
+    # softmax of a finite logit is > 0 however small: over a student probability of exactly 0
+    # (a -inf logit) KL is +inf, also where exp() underflows p to 0 in this precision
+    t[np.isfinite(xp) & (xq == -np.inf)] = np.inf
+    return t.sum(axis=1)
 
 
 def score(x, y, ignore_index, teacher, inv_t):
