@@ -406,6 +406,101 @@ def test_device_path_edge_rows():
             np.testing.assert_array_equal(g, ref, err_msg=field)
 
 
+def _exact_cases():
+    """(func, args, kwargs) whose rows need the exact path (the test_fuzz ``test_known_*`` inputs),
+    each next to an ordinary row and a NaN row, so that the redone rows land in their places."""
+    f32, f64_, inf, nan = np.float32, np.float64, np.inf, np.nan
+
+    def rows(*r, dt=f64_):
+        return np.array(r, dt)
+
+    kl = "softmax_kl_divergence"
+    cases = [
+        # KL at an inexact temperature; a -inf student logit under a finite teacher one: +inf
+        (kl, (rows([1e20, 0.0], [0.1, 0.2], [nan, 0.0]), rows([0.3, 0.8], [0.5, 0.1], [0.0, 0.0])),
+         {"temperature": 1e-3}),
+        (kl, (rows([1e8, 0.0], [0.1, 0.2], dt=f32), rows([0.3, 0.8], [0.5, 0.1], dt=f32)),
+         {"temperature": 1e-3}),
+        (kl, (rows([0.0, -1000.0], [0.1, 0.2], [0.0, nan]), rows([0.0, -inf], [0.5, 0.1],
+                                                                  [0.0, -inf])), {}),
+        (kl, (rows([5.0, -100.0], [0.1, 0.2], dt=f32), rows([0.377, -inf], [0.5, 0.1], dt=f32)),
+         {"base": 2}),
+        (kl, (rows([5.0, -5.0, 0.0], dt=f32), rows([0.0, -2e38, 0.0], dt=f32)),
+         {"temperature": 0.5}),
+        # score's teacher path (with labels: the KL redo comes after the label check)
+        ("score", (rows([0.3, 0.8], [0.5, 0.1], dt=f32), np.array([1, 0])),
+         {"teacher_logits": rows([1e10, 0.0], [0.1, 0.2], dt=f32), "temperature": 0.3}),
+        ("score", (rows([0.0] * 4 + [-inf], [0.5, 0.1, 0.0, 0.0, 0.0], dt=f32),
+                   np.array([0, 1])),
+         {"teacher_logits": rows([0.0] * 4 + [-1000.0], [0.1, 0.2, 0.0, 0.0, 0.0], dt=f32),
+          "temperature": 2.0, "base": 2}),
+        ("score", (rows([0.3, 0.8, 0.1], [0.0, -inf, 1.0]),),
+         {"teacher_logits": rows([1e12, 0.0, -3.3e11], [0.0, 0.0, 0.0]), "temperature": 0.7}),
+        # float32 overflow: label smoothing, soft targets, weights
+        ("softmax_cross_entropy", (rows([3e38, -3e38] + [0.0] * 10, [0.1] * 12, dt=f32),
+                                   np.array([0, 3])), {"label_smoothing": 0.01}),
+        ("softmax_cross_entropy", (rows([3e38, -3e38] + [0.0] * 10, [0.1] * 12, dt=f32),
+                                   np.array([0, 3])),
+         {"label_smoothing": 0.01, "weight": np.linspace(0.5, 1.5, 12), "reduction": "sum"}),
+        ("softmax_cross_entropy", (rows([3e38, -3e38, 0.0], [0.1, 0.2, 0.3], dt=f32),
+                                   rows([1.0, 1e-8, 0.0], [0.2, 0.3, 0.5], dt=f32)), {}),
+        ("softmax_cross_entropy", (rows([3.77], [nan], [1.0], dt=f32), rows([3e38], [1.0], [1.0],
+                                                                              dt=f32)),
+         {"weight": np.array([1.5])}),
+        ("softmax_cross_entropy", (rows([0.4, -0.4], [0.1, 0.2]), rows([inf, inf], [0.5, 0.5])),
+         {}),
+        # probabilities: float32 products overflow, subnormal rows, infinite probabilities
+        ("kl_divergence", (rows([1e37, 1e37], [0.5, 0.5], dt=f32),
+                           rows([1e-30, 1.0], [0.3, 0.7], dt=f32)), {"normalize": True}),
+        ("kl_divergence", (rows([1e37, 1e37], [0.5, 0.5], [1.0, 0.0], dt=f32),
+                           np.array([1e-30, 1.0], f32)), {"normalize": True}),  # shared q
+        ("cross_entropy", (rows([3e38], [1.0], dt=f32), rows([1e-45], [1.0], dt=f32)),
+         {"normalize": True}),
+        ("entropy", (rows([1e-45, 3e-45], [0.5, 0.5], [nan, 1.0], dt=f32),), {"normalize": True}),
+        ("entropy", (rows([5e-324, 1e-323], [0.5, 0.5]),), {"normalize": True, "base": 2}),
+        ("js_divergence", (rows([1e-310, 3e-310], [0.5, 0.5]), rows([3e-310, 1e-310], [0.2, 0.8])),
+         {"normalize": True}),
+        ("js_divergence", (rows([inf, 1.0], [0.5, 0.5]), rows([1.0, 1.0], [0.2, 0.8])), {}),
+        ("kl_divergence", (rows([inf], [1.0]), rows([1.0], [1.0])), {"reduction": "mean"}),
+        # +inf where p == 0: a finite kernel result, NaN by the contract
+        ("cross_entropy", (rows([1.0, 0.0], [0.5, 0.5]), rows([1.0, inf], [0.5, 0.5])), {}),
+    ]  # fmt: skip
+    return cases
+
+
+@needs_cuda
+@pytest.mark.parametrize("chunk", [None, 3], ids=["chunk-default", "chunk-3"])
+def test_device_path_exact_rows(chunk, monkeypatch):
+    """Rows a kernel cannot get right in its precision take the exact path on the device path
+    too (gathered to the host in chunks, redone by the oracle, scattered back), as on the host."""
+    from numbaent._kernels import exact
+
+    if chunk is not None:  # one row of a few classes per step: several chunks per call
+        monkeypatch.setattr(exact, "CHUNK_ELEMS", chunk)
+    for name, args, kw in _exact_cases():
+        ref = getattr(ne, name)(*[f64(a) if a.dtype.kind == "f" else a for a in args],
+                                backend="numpy", **kw)  # fmt: skip
+        dkw = {k: (_dev(v) if k == "teacher_logits" else v) for k, v in kw.items()}
+        got = dcall(name, *[_dev(a) for a in args], **dkw)
+        host = getattr(ne, name)(*args, backend="cuda", **kw)
+        dt = np.float64 if any(a.dtype == np.float64 for a in args) else np.float32
+        if isinstance(got, ne.Scores):
+            got, host, ref = got.kl_divergence, host.kl_divergence, ref.kl_divergence
+        what = f"{name} {kw}"
+        assert_close(_host(got), ref, dt), what
+        assert_close(np.asarray(host), ref, dt), what
+
+
+def test_decoded_bfloat16_bits():
+    from numbaent._cuda.device import _decoded
+
+    vals = np.array([[1.5, -np.inf, np.nan, 3e38]], BF16)
+    got = _decoded(vals.view(np.uint16))
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, vals.astype(np.float64))
+    np.testing.assert_array_equal(_decoded(np.array([[3, -1]])), [[3, -1]])  # labels unchanged
+
+
 # --------------------------------------------------------------------------------------------------
 # launch constants (simulator or GPU; on a GPU each setting compiles new kernels)
 
@@ -473,6 +568,7 @@ PTX_QUICK = {
     "logsumexp-bf16", "log_softmax-bf16", "softmax-bf16", "softmax_entropy-bf16",
     "ce_labels-bf16-wTrue-eps0.1", "ce_soft-bf16-wTrue", "softmax_kl-bf16",
     "score-bf16-labelsTrue-teacherTrue-invt0.5", "copy-2d-int64-float64", "reduce-float32",
+    "redo_rows-bf16-f32",
 }  # fmt: skip
 CCS = [(8, 0), (9, 0)] if PTX_ALL else [(9, 0)]
 
@@ -554,6 +650,17 @@ def _util_cases():
     for k, dt in KINDS.items():
         out.append((f"nan_rows-{k}", ku.nan_rows(k), (z(2, np.float32), z((2, 3), dt), i64(1),
                                                         z(1, i64))))  # fmt: skip
+    # the exact path of the device path: row search, gather, scatter
+    for ka, kb in (("f32", None), ("f64", "f64"), ("bf16", "f32"), ("f16", None)):
+        res = z(2, np.float64 if "f64" in (ka, kb) else np.float32)
+        a, b = z((2, 3), KINDS[ka]), z((2, 3), KINDS[kb or ka])
+        out.append((f"redo_rows-{ka}-{kb}", ku.redo_rows(ka, kb),
+                    (res, a, i64(1), b, i64(0), z(2, np.int8), z(1, i64))))  # fmt: skip
+    for dt in (np.float32, np.uint16, np.int64):
+        out.append((f"gather-{np.dtype(dt)}", ku.gather_rows,
+                    (z((2, 3), dt), i64(1), z(2, i64), z((2, 3), dt))))  # fmt: skip
+    for dt in (np.float32, np.float64):
+        out.append((f"scatter-{np.dtype(dt)}", ku.scatter, (z(3, dt), z(2, i64), z(2, np.float64))))
     return out
 
 

@@ -238,9 +238,18 @@ def ref64(m):
 
 
 @dev
-def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new):
-    """Move both references of a KL state at once (returns U, Sa); see _blocks.kl_move."""
-    f = rescale(ma_old, ma_new)
+def rescale_t(m_old, m_new, it):
+    """exp((m_old - m_new) it) in float64 (it = 1 / T, float64), 0 when m_old is -inf."""
+    if m_old == NINF:
+        return F64(0.0)
+    return exp_((F64(m_old) - F64(m_new)) * it)
+
+
+@dev
+def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
+    """Move both RAW references of a KL state at once (returns U, Sa): each ea = exp((a - ra) it)
+    scales by exp((ra - ra') it), U (raw logit units) as _blocks.kl_move."""
+    f = rescale_t(ma_old, ma_new, it)
     da = ref64(ma_new) - ref64(ma_old)
     db = F64(rb_new) - F64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
@@ -316,6 +325,7 @@ def combine_lin(st, ot, aux):
 
 @dev
 def combine_kl(st, ot, aux):
+    """aux = 1 / temperature (float64); the maxima are raw (unscaled) logits."""
     ma = max(st[0], ot[0])
     mb = max(st[2], ot[2])
     U1 = st[4]
@@ -325,11 +335,11 @@ def combine_kl(st, ot, aux):
     Sa2 = ot[1]
     Sb2 = ot[3]
     if st[0] != ma or st[2] != mb:
-        U1, Sa1 = kl_move(U1, Sa1, st[0], ma, ref64(st[2]), ref64(mb))
-        Sb1 = Sb1 * rescale(st[2], mb)
+        U1, Sa1 = kl_move(U1, Sa1, st[0], ma, ref64(st[2]), ref64(mb), aux)
+        Sb1 = Sb1 * rescale_t(st[2], mb, aux)
     if ot[0] != ma or ot[2] != mb:
-        U2, Sa2 = kl_move(U2, Sa2, ot[0], ma, ref64(ot[2]), ref64(mb))
-        Sb2 = Sb2 * rescale(ot[2], mb)
+        U2, Sa2 = kl_move(U2, Sa2, ot[0], ma, ref64(ot[2]), ref64(mb), aux)
+        Sb2 = Sb2 * rescale_t(ot[2], mb, aux)
     st[0] = ma
     st[1] = Sa1 + Sa2
     st[2] = mb
@@ -339,18 +349,15 @@ def combine_kl(st, ot, aux):
 
 @functools.cache
 def combine_score(mt):
-    """SCORE states for math type ``mt``; aux = 1 / temperature. The model's KL reference is
-    ref(m) * it computed in the math type, as the per-thread loop computes it."""
-
-    @dev
-    def rb_of(m, it):
-        return F64(mt(ref64(m)) * it)
+    """SCORE states for math type ``mt``; aux = 1 / temperature (float64). The KL references are
+    the raw maxima of the teacher (st[4]) and of the logits (st[0]), as the per-thread loop keeps
+    them; the model's sum at the temperature, Sb = sum exp((x - m) it), follows m."""
 
     @dev
     def move(st, m_new, mt_new, it, one_t):
         m = st[0]
         if st[4] != mt_new or m != m_new:
-            U, St = kl_move(st[6], st[5], st[4], mt_new, rb_of(m, it), rb_of(m_new, it))
+            U, St = kl_move(st[6], st[5], st[4], mt_new, ref64(m), ref64(m_new), it)
             st[6] = U
             st[5] = St
         if m != m_new:
@@ -358,11 +365,11 @@ def combine_score(mt):
             st[1] = S
             st[2] = T
             if not one_t:
-                st[3] = st[3] * rescale(mt(m) * it, mt(m_new) * it)
+                st[3] = st[3] * rescale_t(m, m_new, it)
 
     @dev
     def combine(st, ot, aux):
-        it = mt(aux)
+        it = aux
         one_t = aux == 1.0
         m1 = st[0]
         m2 = ot[0]

@@ -8,8 +8,16 @@ torch: ``torch.cuda.current_stream()``, others: the stream their interface names
 stream). Layout work (moving the class axis, contiguous copies, dtype conversion), units and the
 sum / mean reductions run as small kernels (``kernels_util``); the array library only provides
 views and allocations. The host reads back one small integer array per call (row faults: negative
-probabilities, bad labels; and with ``nan_policy="raise"`` the first NaN rows), after every kernel
-of the call has been queued: that read is the call's only synchronisation.
+probabilities, bad labels; with ``nan_policy="raise"`` the first NaN rows; the first row for the
+exact path), after every kernel of the call has been queued: that read is the call's only
+synchronisation, unless a row was flagged.
+
+The exact path (``numbaent._kernels.exact``, as on the host): rows a kernel cannot get right in its
+working precision (a non-finite KL / cross-entropy-with-smoothing / soft-target result from inputs
+without NaN; the probability kernels' ``REDO`` rows) are found on the device
+(``kernels_util.redo_rows``, or the kernels' flags), read back as per-row marks (O(rows)), and
+only those input rows are gathered and copied to the host, a bounded number at a time; the float64
+oracle's results are scattered back into the output before units and reductions apply.
 
 Differences from the host path, all deliberate: reductions return a 0-d device array of the output
 kind in the math dtype (host: a Python float); a 1-D input gives a 0-d array (host: a NumPy
@@ -25,6 +33,7 @@ import numpy as np
 from numba import cuda
 
 from .. import _validate as v
+from .._kernels import exact
 from . import _config, ops
 from . import kernels_util as ku
 
@@ -343,6 +352,51 @@ class _Call:
             kernel = ku.nan_rows(ops.kind(rows))
             self.launch1d(kernel, res.shape[0], (res, rows, np.int64(step), firsts[slot + k :]))
 
+    # the exact path ---------------------------------------------------------------------------
+
+    def redo_search(self, res, firsts, slot, a, b=None):
+        """Launch the exact path's row search (``exact.nonfinite_rows`` on the device): per-row
+        marks for the rows whose result is not finite and whose inputs (a, b: (rows, step)) hold
+        no NaN, and the first such row into firsts[slot]. Returns the marks (device int8), which
+        :meth:`marked_rows` reads only when firsts[slot] says there is such a row."""
+        n = res.shape[0]
+        if n == 0:
+            return None
+        mark = self.scratch((n,), np.int8)
+        (ra, sa), (rb, sb) = a, (b if b is not None else a)
+        kernel = ku.redo_rows(ops.kind(ra), ops.kind(rb) if b is not None else None)
+        self.launch1d(kernel, n, (res, ra, np.int64(sa), rb, np.int64(sb), mark, firsts[slot:]))
+        return mark
+
+    def marked_rows(self, first, mark, n):
+        """Host indices of the rows :meth:`redo_search` marked (``first``: its slot, read)."""
+        if mark is None or int(first) >= n:
+            return np.empty(0, np.int64)
+        return np.flatnonzero(self.read(mark))
+
+    def redo(self, res, idx, sources, compute):
+        """res[idx] <- compute(*rows) for the host row indices ``idx``: the exact path's float64
+        oracle (``numbaent._kernels.exact``) on the rows of ``sources`` ((device rows (N, K), row
+        step) each, K = C or 1), which are gathered and copied to the host a bounded number of
+        rows at a time (at most ``exact.CHUNK_ELEMS`` elements per source): never N x C."""
+        if idx.size == 0:
+            return
+        c = max(int(rows.shape[1]) for rows, _ in sources)
+        step = max(1, exact.CHUNK_ELEMS // max(c, 1))
+        for k in range(0, idx.size, step):
+            ch = np.ascontiguousarray(idx[k : k + step], dtype=np.int64)
+            d_idx = self._to_device(ch)
+            hosts = []
+            for rows, st in sources:
+                dst = self.scratch((ch.size, int(rows.shape[1])), rows.dtype)
+                if dst.size:
+                    self.launch1d(ku.gather_rows, dst.size, (rows, np.int64(st), d_idx, dst))
+                    hosts.append(_decoded(self.read(dst)))
+                else:
+                    hosts.append(_decoded(np.zeros(dst.shape, rows.dtype)))
+            vals = np.ascontiguousarray(compute(*hosts), dtype=np.float64)
+            self.launch1d(ku.scatter, ch.size, (res, d_idx, self._to_device(vals)))
+
     @staticmethod
     def nan_error(h, inputs, slot, n, batch):
         hits = [int(h[slot + k]) for k in range(len(inputs))]
@@ -374,6 +428,29 @@ def _c_contiguous(view) -> bool:
             return False
         expect *= s
     return True
+
+
+def _decoded(h):
+    """Host rows from the device: bfloat16 bits decoded, floats as float64, labels as they are."""
+    dt = np.dtype(h.dtype)
+    if dt in (np.dtype(np.uint16), np.dtype(np.int16)):  # bfloat16 bits (see ops.kind)
+        bits = h.view(np.uint16).astype(np.uint32) << np.uint32(16)
+        return bits.view(np.float32).astype(np.float64)
+    if dt.kind == "f":
+        return h.astype(np.float64)
+    return h
+
+
+def _on_rows(fn):
+    """compute(*rows) for _Call.redo from an ``exact`` function writing out[idx]."""
+
+    def compute(*rows):
+        k = rows[0].shape[0]
+        res = np.empty(k, np.float64)
+        fn(*rows, res, np.arange(k))
+        return res
+
+    return compute
 
 
 def _empty_view(obj):
@@ -520,15 +597,16 @@ def _prob(op, p, q, *, base=None, axis=-1, normalize=False, reduction="none",
         nan_in = {"p": (prow, 1)}
         if q is not None:
             nan_in["q"] = (q2, q_step)
-        firsts = call.firsts(n, 1 + len(nan_in))
+        # firsts: [first row with a negative entry, first REDO row, first NaN row per input]
+        firsts = call.firsts(n, 2 + len(nan_in))
         flags = call.scratch((n,), np.int8)
         if q is None:
-            ops.run("entropy", n, call.stream, prow, bool(normalize), target, flags, firsts[0:1])
+            ops.run("entropy", n, call.stream, prow, bool(normalize), target, flags, firsts[0:2])
         else:
             ops.run(op, n, call.stream, prow, q2, q_step, bool(normalize), target, flags,
-                    firsts[0:1])  # fmt: skip
+                    firsts[0:2])  # fmt: skip
         if nan_policy == "raise":
-            call.nan_check(target, nan_in, firsts, 1)
+            call.nan_check(target, nan_in, firsts, 2)
         h = call.read(firsts)
         if h[0] < n:
             i = int(h[0])
@@ -539,7 +617,14 @@ def _prob(op, p, q, *, base=None, axis=-1, normalize=False, reduction="none",
                 "probabilities and counts must be >= 0"
             )
         if nan_policy == "raise":
-            call.nan_error(h, nan_in, 1, n, batch)
+            call.nan_error(h, nan_in, 2, n, batch)
+        if h[1] < n:  # rows the kernel asks the exact path for (flag bit REDO)
+            idx = exact.take_redo(call.read(flags))
+            if q is None:
+                fn = _on_rows(lambda pr, o, r: exact.prob("entropy", pr, None, normalize, o, r))
+            else:
+                fn = _on_rows(lambda pr, qr, o, r: exact.prob(op, pr, qr, normalize, o, r))
+            call.redo(target, idx, list(nan_in.values()), fn)
         return call.finish(target, batch, final, fview, divisor=divisor, reduction=reduction,
                            dtype=dtype)  # fmt: skip
 
@@ -631,17 +716,26 @@ def softmax_entropy(
         dtype = _math(rows.dtype)
         target, final, fview = call.per_row(out, batch, dtype, reduction)
         ops.run("softmax_entropy", n, call.stream, rows, target)
-        _raise_nan(call, nan_policy, target, {"logits": (rows, 1)}, n, batch)
+        _checked(call, nan_policy, target, {"logits": (rows, 1)}, n, batch)
         return call.finish(target, batch, final, fview, divisor=divisor, reduction=reduction,
                            dtype=dtype)  # fmt: skip
 
 
-def _raise_nan(call, nan_policy, target, inputs, n, batch):
-    if nan_policy != "raise":
-        return
-    firsts = call.firsts(n, len(inputs))
-    call.nan_check(target, inputs, firsts, 0)
-    call.nan_error(call.read(firsts), inputs, 0, n, batch)
+def _checked(call, nan_policy, target, inputs, n, batch, search=None):
+    """The checks after a logit kernel, with one read: nan_policy="raise" (the NaN-row search of
+    each input) and, with ``search`` (the inputs' (rows, step)), the exact path's row search.
+    Raises for a NaN row; returns the host indices of the rows for the exact path."""
+    raising = nan_policy == "raise"
+    if not raising and search is None:
+        return np.empty(0, np.int64)
+    firsts = call.firsts(n, 1 + len(inputs))
+    mark = call.redo_search(target, firsts, 0, *search) if search is not None else None
+    if raising:
+        call.nan_check(target, inputs, firsts, 1)
+    h = call.read(firsts)
+    if raising:
+        call.nan_error(h, inputs, 1, n, batch)
+    return call.marked_rows(h[0], mark, n)
 
 
 def softmax_kl_divergence(logits_p, logits_q, *, temperature=1.0, base=None, axis=-1,
@@ -662,7 +756,11 @@ def softmax_kl_divergence(logits_p, logits_q, *, temperature=1.0, base=None, axi
         dtype = _math(rp.dtype, rq.dtype)
         target, final, fview = call.per_row(out, batch, dtype, reduction)
         ops.run("softmax_kl", n, call.stream, rp, rq, 1.0 / t, target)
-        _raise_nan(call, nan_policy, target, {"logits_p": (rp, 1), "logits_q": (rq, 1)}, n, batch)
+        src = [(rp, 1), (rq, 1)]
+        nan_in = {"logits_p": src[0], "logits_q": src[1]}
+        idx = _checked(call, nan_policy, target, nan_in, n, batch, search=src)
+        fn = _on_rows(lambda a, b, o, r: exact.softmax_kl(a, b, 1.0 / t, o, r))
+        call.redo(target, idx, src, fn)
         return call.finish(target, batch, final, fview, divisor=divisor, reduction=reduction,
                            dtype=dtype)  # fmt: skip
 
@@ -724,12 +822,16 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, lab
             rw = call.scratch((n,), np.float64)
             bad = call.scratch((n,), np.int8)
             nan_in = {"logits": (rows, 1)}
-            firsts = call.firsts(n, 2)
+            # firsts: [first bad label, first exact-path row, first NaN row]
+            firsts = call.firsts(n, 3)
             wd = w if w is not None else call.scratch((1,), dtype)
             ops.run("ce_labels", n, call.stream, rows, y, wd, w is not None, ignore_index, eps,
                     tgt, rw, bad, firsts[0:1])  # fmt: skip
+            mark = None
+            if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
+                mark = call.redo_search(tgt, firsts, 1, (rows, 1))
             if nan_policy == "raise":
-                call.nan_check(tgt, nan_in, firsts, 1)
+                call.nan_check(tgt, nan_in, firsts, 2)
             h = call.read(firsts)
             if h[0] < n:
                 i = int(h[0])
@@ -738,7 +840,14 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, lab
                     f"is outside [0, {c}) and is not ignore_index ({ignore_index})"
                 )
             if nan_policy == "raise":
-                call.nan_error(h, nan_in, 1, n, batch)
+                call.nan_error(h, nan_in, 2, n, batch)
+            idx = call.marked_rows(h[1], mark, n)
+            if idx.size:
+                wh = None if w is None else _decoded(call.read(w))
+                fn = _on_rows(
+                    lambda xr, yr, o, r: exact.ce_labels(xr, yr[:, 0], wh, ignore_index, eps, o, r)
+                )
+                call.redo(tgt, idx, [(rows, 1), (y.reshape(n, 1), 1)], fn)
             return call.finish(tgt, batch, final, fview, divisor=divisor, reduction=reduction,
                                dtype=dtype, weights=rw)  # fmt: skip
         if np.dtype(tdt).kind == "b":
@@ -763,7 +872,13 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, lab
         tgt, final, fview = call.per_row(out, batch, dtype, reduction)
         wd = w if w is not None else call.scratch((1,), dtype)
         ops.run("ce_soft", n, call.stream, rows, trows, wd, w is not None, eps, tgt)
-        _raise_nan(call, nan_policy, tgt, {"logits": (rows, 1), "target": (trows, 1)}, n, batch)
+        src = [(rows, 1), (trows, 1)]
+        nan_in = {"logits": src[0], "target": src[1]}
+        idx = _checked(call, nan_policy, tgt, nan_in, n, batch, search=src)
+        if idx.size:
+            wh = None if w is None else _decoded(call.read(w))
+            fn = _on_rows(lambda a, b, o, r: exact.ce_soft(a, b, wh, eps, o, r))
+            call.redo(tgt, idx, src, fn)
         return call.finish(tgt, batch, final, fview, divisor=divisor, reduction=reduction,
                            dtype=dtype)  # fmt: skip
 
@@ -808,7 +923,7 @@ def score(logits, labels=None, *, teacher_logits=None, temperature=1.0, ignore_i
             objs[k], vw = call.empty(batch, kinds.get(k, dtype))
             views[k] = vw.reshape(n)
         dummy_f = call.scratch((1,), dtype)
-        firsts = call.firsts(n, 1)
+        firsts = call.firsts(n, 2)  # [first bad label, first exact-path row]
         bad = call.scratch((n,), np.int8)
         ops.run(
             "score", n, call.stream,
@@ -816,13 +931,18 @@ def score(logits, labels=None, *, teacher_logits=None, temperature=1.0, ignore_i
             ignore_index, tq if tq is not None else rows, tq is not None, 1.0 / t,
             views["logsumexp"], views["entropy"], views["argmax"],
             views.get("cross_entropy", dummy_f), views.get("correct", call.scratch((1,), np.bool_)),
-            views.get("kl_divergence", dummy_f), bad, firsts,
+            views.get("kl_divergence", dummy_f), bad, firsts[0:1],
         )  # fmt: skip
         ignored = None
         if y is not None:
             ignored, iv = call.empty(batch, np.bool_)
             if n:
                 call.launch1d(ku.equals, n, (y, np.int64(ignore_index), iv.reshape(n)))
+        mark = None
+        src = [(tq, 1), (rows, 1)]
+        if tq is not None:  # KL(teacher || model): non-finite rows take the exact path
+            mark = call.redo_search(views["kl_divergence"], firsts, 1, *src)
+        if y is not None or mark is not None:
             h = call.read(firsts)
             if h[0] < n:
                 i = int(h[0])
@@ -830,6 +950,10 @@ def score(logits, labels=None, *, teacher_logits=None, temperature=1.0, ignore_i
                     f"labels: label {_label_value(call, y, i, ydt)} at row {v.row_name(i, batch)} "
                     f"is outside [0, {c}) and is not ignore_index ({ignore_index})"
                 )
+            idx = call.marked_rows(h[1], mark, n)
+            fn = _on_rows(lambda a, b, o, r: exact.softmax_kl(a, b, 1.0 / t, o, r))
+            if idx.size:
+                call.redo(views["kl_divergence"], idx, src, fn)
         if divisor != 1.0 and n:
             for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
                 if k in views:

@@ -3,6 +3,9 @@ functions, arguments and results as ``numbaent._kernels.cpu``). Each call copies
 current device, launches one kernel, and copies the results into the caller's preallocated
 outputs. Row faults come back as the CPU's flag arrays: the kernels write a flag per row and lower
 one integer to the first flagged row; only that integer is read back unless a row was flagged.
+Rows the kernels cannot get right in their working precision take the exact path of the cpu
+backend (``numbaent._kernels.exact``) on the host inputs, as ``numbaent._kernels.cpu`` does:
+non-finite results of the logit kernels, and the probability kernels' ``REDO`` rows.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from .._kernels import exact
 from . import ops
 
 
@@ -24,13 +28,14 @@ def _dev(a):
     return cuda.to_device(np.ascontiguousarray(kernel_view(a)))
 
 
-def _first(n):
-    return cuda.to_device(np.array([n], np.int64))
+def _first(n, slots=1):
+    return cuda.to_device(np.full(slots, n, np.int64))
 
 
 def _flags_back(d_flags, d_first, n):
-    """Host int8 flags (rows,): zeros unless the kernel lowered ``first`` (one 8-byte read)."""
-    if n == 0 or int(d_first.copy_to_host()[0]) >= n:
+    """Host int8 flags (rows,): zeros unless the kernel lowered a slot of ``first`` (one small
+    read)."""
+    if n == 0 or int(d_first.copy_to_host().min()) >= n:
         return np.zeros(n, np.int8)
     return d_flags.copy_to_host()
 
@@ -50,18 +55,22 @@ def _q_step(p, q):
 
 def entropy(p, normalize, out):
     n = p.shape[0]
-    d_out, d_flags, d_first = _out(out), cuda.device_array(n, np.int8), _first(n)
+    d_out, d_flags, d_first = _out(out), cuda.device_array(n, np.int8), _first(n, 2)
     ops.run("entropy", n, 0, _dev(p), bool(normalize), d_out, d_flags, d_first)
     _back(d_out, out)
-    return _flags_back(d_flags, d_first, n)
+    flags = _flags_back(d_flags, d_first, n)
+    exact.prob("entropy", p, None, normalize, out, exact.take_redo(flags))
+    return flags
 
 
 def _pq(op, p, q, normalize, out):
     n = p.shape[0]
-    d_out, d_flags, d_first = _out(out), cuda.device_array(n, np.int8), _first(n)
+    d_out, d_flags, d_first = _out(out), cuda.device_array(n, np.int8), _first(n, 2)
     ops.run(op, n, 0, _dev(p), _dev(q), _q_step(p, q), bool(normalize), d_out, d_flags, d_first)
     _back(d_out, out)
-    return _flags_back(d_flags, d_first, n)
+    flags = _flags_back(d_flags, d_first, n)
+    exact.prob(op, p, q, normalize, out, exact.take_redo(flags))
+    return flags
 
 
 def cross_entropy(p, q, normalize, out):
@@ -115,6 +124,8 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
             d_out, d_rw, d_bad, d_first)  # fmt: skip
     _back(d_out, out)
     row_w = d_rw.copy_to_host() if n else np.empty(0, np.float64)
+    if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
+        exact.ce_labels(x, y, weight, ignore_index, eps, out, exact.nonfinite_rows(out, x))
     return row_w, _flags_back(d_bad, d_first, n)
 
 
@@ -123,12 +134,14 @@ def ce_soft(x, t, weight, eps, out):
     d_out = _out(out)
     ops.run("ce_soft", x.shape[0], 0, _dev(x), _dev(t), d_w, has_w, float(eps), d_out)
     _back(d_out, out)
+    exact.ce_soft(x, t, weight, eps, out, exact.nonfinite_rows(out, x, t))
 
 
 def softmax_kl(xp, xq, inv_t, out):
     d_out = _out(out)
     ops.run("softmax_kl", xp.shape[0], 0, _dev(xp), _dev(xq), float(inv_t), d_out)
     _back(d_out, out)
+    exact.softmax_kl(xp, xq, inv_t, out, exact.nonfinite_rows(out, xp, xq))
 
 
 def score(x, y, ignore_index, teacher, inv_t, outs):
@@ -150,6 +163,9 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
     )  # fmt: skip
     for k, v in outs.items():
         _back(d[k], v)
+    if teacher is not None:
+        kl = outs["kl_divergence"]
+        exact.softmax_kl(teacher, x, inv_t, kl, exact.nonfinite_rows(kl, teacher, x))
     if y is None:
         return np.zeros(n, np.int8)
     return _flags_back(d_bad, d_first, n)

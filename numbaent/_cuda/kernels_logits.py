@@ -43,6 +43,7 @@ from ._devmath import (
     lset_move,
     quiet,
     rescale,
+    rescale_t,
     row_kernel,
 )
 
@@ -389,9 +390,13 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
 
 @functools.cache
 def softmax_kl(kp, kq, mt, threads, warp, tile):
-    """D(softmax(p / T) || softmax(q / T)) with a = p / T, b = q / T: per thread the state
-    (ma, Sa, mb, Sb, U), U = sum ea ((a - ra) - (b - rb)) relative to the running references,
-    KL = U / Sa + (log Sb - log Sa) (see _blocks.kl_move). Identical rows give exactly 0."""
+    """D(softmax(p / T) || softmax(q / T)) against RAW references (nothing is divided by T before
+    a maximum is subtracted; see _blocks.kl_move): per thread the state (ma, Sa, mb, Sb, U) with
+    ra, rb the running raw maxima of p and q, ea = exp((p - ra) it), eb = exp((q - rb) it),
+    U = sum ea ((p - ra) - (q - rb)) in raw units, and KL = it U / Sa + (log Sb - log Sa).
+    A term with p = -inf adds 0 to U; a finite p over q = -inf adds +inf (or NaN where ea
+    underflowed), which the exact path (``numbaent._kernels.exact``) turns into the contract's +inf.
+    Identical rows give exactly 0."""
     ldp = loader(kp, mt)
     ldq = loader(kq, mt)
     step = threads * tile
@@ -399,7 +404,7 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
     red = block_reduce(combine_kl, 5, threads, warp)
 
     @dev
-    def row_kl(xp, xq, it, i, c, tid, abuf, bbuf):
+    def row_kl(xp, xq, it, it64, i, c, tid, abuf, bbuf):
         ma = mt(NINF)
         mb = mt(NINF)
         Sa = F64(0.0)
@@ -413,8 +418,8 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
                 av = mt(NINF)
                 bv = mt(NINF)
                 if j < c:
-                    av = ldp(xp, i, j) * it
-                    bv = ldq(xq, i, j) * it
+                    av = ldp(xp, i, j)
+                    bv = ldq(xq, i, j)
                 abuf[k] = av
                 bbuf[k] = bv
                 if av > bma:
@@ -426,8 +431,8 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
             if nma != ma or nmb != mb:
                 rb_old = F64(mb) if mb != NINF else F64(0.0)
                 rb_new = F64(nmb) if nmb != NINF else F64(0.0)
-                U, Sa = kl_move(U, Sa, ma, nma, rb_old, rb_new)
-                Sb = Sb * rescale(mb, nmb)
+                U, Sa = kl_move(U, Sa, ma, nma, rb_old, rb_new, it64)
+                Sb = Sb * rescale_t(mb, nmb, it64)
                 ma = nma
                 mb = nmb
             ra = ma if ma != NINF else zero
@@ -438,10 +443,10 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
             for k in range(tile):
                 da = abuf[k] - ra
                 db = bbuf[k] - rb
-                ea = exp_(da)
+                ea = exp_(da * it)
                 sa += ea
-                sb += exp_(db)
-                u += zero if ea == 0 else ea * (da - db)
+                sb += exp_(db * it)
+                u += zero if da == NINF else ea * (da - db)
             Sa += F64(sa)
             Sb += F64(sb)
             U += F64(u)
@@ -453,20 +458,21 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
         tid = cuda.threadIdx.x
         n, c = xp.shape
         it = mt(inv_t)
+        it64 = F64(inv_t)
         sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(5, np.float64)
         ot = cuda.local.array(5, np.float64)
         abuf = cuda.local.array(tile, mt)
         bbuf = cuda.local.array(tile, mt)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
-            ma, Sa, mb, Sb, U = row_kl(xp, xq, it, i, c, tid, abuf, bbuf)
+            ma, Sa, mb, Sb, U = row_kl(xp, xq, it, it64, i, c, tid, abuf, bbuf)
             st[0] = ma
             st[1] = Sa
             st[2] = mb
             st[3] = Sb
             st[4] = U
-            red(st, ot, sh, 0.0)
+            red(st, ot, sh, it64)
             if tid == 0:
-                out[i] = st[4] / st[1] + (log_(st[3]) - log_(st[1]))
+                out[i] = (it64 * st[4]) / st[1] + (log_(st[3]) - log_(st[1]))
 
     return kernel

@@ -6,8 +6,13 @@ tree. Terms with p == 0 contribute exactly 0 (the test is ``p == 0``, so a NaN p
 sum); a NaN in q where p == 0 is caught by counting NaNs in q (as ``cpu_prob``).
 
 Row faults: ``flags[i]`` gets bit 1 for a negative value in p, bit 2 for one in q (every row is
-written), and ``first[0]`` the smallest flagged row (atomic min; the caller initialises it to the
-number of rows), so the host reads one integer per call to know whether anything was flagged.
+written), and ``first[0]`` the smallest row with one of them (atomic min; the caller initialises
+``first`` to the number of rows), so the host reads one integer per call to know whether anything
+was flagged. Bit 4 (``REDO``, as ``cpu_prob._redo``) asks for the exact path
+(``numbaent._kernels.exact``): a NaN result from inputs without NaN, a +inf row sum (an infinite
+probability: the row is NaN), a non-finite result where a row sum exceeds ``huge``, or, with
+normalize, a row sum outside [tiny, huge] (limits of the math type, ``cpu._limits``); ``first[1]``
+gets the smallest such row, so ``first`` has two slots.
 ``q`` may have a single row shared by every row: ``q_step = 0``.
 """
 
@@ -24,16 +29,48 @@ from ._devmath import (
     block_reduce,
     combine_sums,
     dev,
+    dev_cuda,
     loader,
     log_,
     quiet,
     row_kernel,
 )
 
+REDO = 4
+
+
+def _limits(mt):
+    """(tiny, huge): the row sums between which the kernels' products are exact enough
+    (``numbaent._kernels.cpu._limits``)."""
+    return (2.0**-100, 2.0**100) if mt is np.float32 else (2.0**-900, 2.0**900)
+
 
 @dev
 def _flags(negp, negq):
     return (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
+
+
+@dev
+def _redo(res, Sp, Sq, normalize, tiny, huge):
+    """REDO when the row needs the exact path (``cpu_prob._redo``)."""
+    if Sp != Sp or Sq != Sq:  # a NaN input: the row is NaN, nothing to redo
+        return 0
+    if res != res or Sp == np.inf or Sq == np.inf:  # +inf input: the row is NaN (contract)
+        return REDO
+    if not (abs(res) < np.inf) and (Sp > huge or Sq > huge):
+        return REDO
+    if normalize and not (tiny <= Sp and Sp <= huge and tiny <= Sq and Sq <= huge):
+        return REDO
+    return 0
+
+
+@dev_cuda
+def _write_flags(flags, first, i, f, redo):
+    flags[i] = f | redo
+    if f:
+        cuda.atomic.min(first, 0, i)
+    if redo:
+        cuda.atomic.min(first, 1, i)
 
 
 @dev
@@ -51,6 +88,7 @@ def entropy(kp, mt, threads, warp, tile):
     red = block_reduce(combine_sums(3), 3, threads, warp)
     step = threads * tile
     zero = mt(0.0)
+    tiny, huge = _limits(mt)
 
     @dev
     def row(p, i, c, tid):
@@ -87,13 +125,13 @@ def entropy(kp, mt, threads, warp, tile):
             red(st, ot, sh, 0.0)
             if tid == 0:
                 f = 1 if st[2] > 0 else 0
-                flags[i] = f
-                if f:
-                    cuda.atomic.min(first, 0, i)
-                if normalize and c > 0:  # an empty row is 0, normalized or not
-                    out[i] = log_(st[0]) - st[1] / st[0]
+                norm = normalize and c > 0  # an empty row is 0, normalized or not
+                if norm:
+                    res = log_(st[0]) - st[1] / st[0]
                 else:
-                    out[i] = 0.0 - st[1]  # +0.0 for an empty row, as the cpu kernel
+                    res = 0.0 - st[1]  # +0.0 for an empty row, as the cpu kernel
+                out[i] = res
+                _write_flags(flags, first, i, f, _redo(res, st[0], 1.0, norm, tiny, huge))
 
     return kernel
 
@@ -104,6 +142,7 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
     red = block_reduce(combine_sums(6), 6, threads, warp)
     step = threads * tile
     zero = mt(0.0)
+    tiny, huge = _limits(mt)
 
     @dev
     def row(p, q, i, iq, c, tid, st):
@@ -155,17 +194,18 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
             red(st, ot, sh, 0.0)
             if tid == 0:
                 f = _flags(st[3], st[4])
-                flags[i] = f
-                if f:
-                    cuda.atomic.min(first, 0, i)
                 Sp = st[0]
                 Sq = st[1]
                 B = st[2]
+                norm = normalize and c > 0
                 if kl:  # D(p || q); with normalize: K / Sp - log Sp + log Sq
-                    res = B / Sp + (log_(Sq) - log_(Sp)) if normalize and c > 0 else B
+                    res = B / Sp + (log_(Sq) - log_(Sp)) if norm else B
                 else:  # H(p, q); with normalize: log Sq - (sum p log q) / Sp
-                    res = log_(Sq) - B / Sp if normalize and c > 0 else 0.0 - B
-                out[i] = np.nan if st[5] > 0 else res
+                    res = log_(Sq) - B / Sp if norm else 0.0 - B
+                if st[5] > 0:
+                    res = np.nan
+                out[i] = res
+                _write_flags(flags, first, i, f, _redo(res, Sp, Sq, norm, tiny, huge))
 
     return kernel
 
@@ -184,13 +224,14 @@ def kl_divergence(kp, kq, mt, threads, warp, tile):
 def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
     """JS = 1/2 sum [p log(p/m) + q log(q/m)], m = (p + q) / 2. With normalize, a first pass takes
     the row sums (p and q are scaled by 1 / sum before the mixture is formed); without, the one
-    pass also counts the negative entries."""
+    pass also takes the row sums (for REDO) and counts the negative entries."""
     ldp = loader(kp, mt)
     ldq = loader(kq, mt)
-    red = block_reduce(combine_sums(3), 3, threads, warp)
+    red = block_reduce(combine_sums(4), 4, threads, warp)
     step = threads * tile
     zero = mt(0.0)
     half = mt(0.5)
+    tiny, huge = _limits(mt)
 
     @dev
     def sums(p, q, i, iq, c, tid, st):
@@ -213,13 +254,18 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
         st[0] = Sp
         st[1] = Sq
         st[2] = neg
+        st[3] = F64(0.0)
 
     @dev
     def js(p, q, i, iq, c, tid, fp, fq, st):
         J = F64(0.0)
+        Sp = F64(0.0)
+        Sq = F64(0.0)
         neg = 0
         for j0 in range(tid, c, step):
             a = zero
+            sp = zero
+            sq = zero
             for k in range(tile):
                 j = j0 + k * threads
                 if j < c:
@@ -227,15 +273,20 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
                     q0 = ldq(q, iq, j)
                     if not normalize:
                         neg |= (1 if p0 < 0 else 0) | (2 if q0 < 0 else 0)
+                        sp += p0
+                        sq += q0
                     pv = p0 * fp
                     qv = q0 * fq
                     lm = log_((pv + qv) * half)
                     a += zero if pv == 0 else pv * (log_(pv) - lm)
                     a += zero if qv == 0 else qv * (log_(qv) - lm)
             J += F64(a)
+            Sp += F64(sp)
+            Sq += F64(sq)
         st[0] = J
-        st[1] = F64(0.0)
-        st[2] = neg
+        st[1] = Sp
+        st[2] = Sq
+        st[3] = neg
 
     @row_kernel(threads)
     def kernel(p, q, q_step, out, flags, first):
@@ -243,8 +294,8 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
         tid = cuda.threadIdx.x
         n, c = p.shape
         sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
-        st = cuda.local.array(3, np.float64)
-        ot = cuda.local.array(3, np.float64)
+        st = cuda.local.array(4, np.float64)
+        ot = cuda.local.array(4, np.float64)
         # per-thread fault bits are OR-ed, not added: each thread contributes 0..3 and the sums of
         # the block stay exact; a row is flagged for p (q) if any thread saw bit 1 (2)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
@@ -253,26 +304,31 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
             fq = mt(1.0)
             negp = 0.0
             negq = 0.0
+            Sp = F64(0.0)
+            Sq = F64(0.0)
             if normalize:
                 sums(p, q, i, iq, c, tid, st)
                 st[2] = _bits(st[2])
                 red(st, ot, sh, 0.0)
-                fp = mt(1.0 / st[0])
-                fq = mt(1.0 / st[1])
+                Sp = st[0]
+                Sq = st[1]
+                fp = mt(1.0 / Sp)
+                fq = mt(1.0 / Sq)
                 negp = st[2] % 1024.0
                 negq = st[2] // 1024.0
             js(p, q, i, iq, c, tid, fp, fq, st)
             if not normalize:
-                st[2] = _bits(st[2])
+                st[3] = _bits(st[3])
             red(st, ot, sh, 0.0)
             if not normalize:
-                negp = st[2] % 1024.0
-                negq = st[2] // 1024.0
+                Sp = st[1]
+                Sq = st[2]
+                negp = st[3] % 1024.0
+                negq = st[3] // 1024.0
             if tid == 0:
-                f = _flags(negp, negq)
-                flags[i] = f
-                if f:
-                    cuda.atomic.min(first, 0, i)
-                out[i] = 0.5 * st[0]
+                res = 0.5 * st[0]
+                out[i] = res
+                redo = _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
+                _write_flags(flags, first, i, _flags(negp, negq), redo)
 
     return kernel

@@ -2,10 +2,13 @@
 
 Per thread and tile (see ``kernels_logits``): the tile maximum of the logits moves the running max
 m; the first index of the maximum and of the first NaN are tracked in index order; one fused loop
-then accumulates S = sum e, T = sum e (x - m) (entropy), and with a teacher at temperature T_,
-St = sum et, U = sum et (a - b) with a = teacher / T_, b = logits / T_ and, when T_ != 1, the
-model's own sum at that temperature Sb = sum exp(b - m / T_) (as ``cpu_score``). The block combines
-the threads' SCORE states (``_devmath.combine_score``); thread 0 writes the row.
+then accumulates S = sum e, T = sum e (x - m) (entropy), and with a teacher a at temperature T_,
+St = sum et, et = exp((a - mt) / T_), U = sum et ((a - mt) - (x - m)) in raw logit units against
+the raw maxima mt (teacher) and m (logits) and, when T_ != 1, the model's own sum at that
+temperature Sb = sum exp((x - m) / T_); KL = U / (T_ St) + log Sb - log St (as ``cpu_score``:
+nothing is divided by T_ before a maximum is subtracted). The block combines the threads' SCORE
+states (``_devmath.combine_score``); thread 0 writes the row. A non-finite KL (a finite teacher
+logit over a -inf logit, float32 overflow) is recomputed by the host's exact path.
 
 argmax follows np.argmax: the first index of the maximum, or of the first NaN if there is one.
 """
@@ -31,7 +34,8 @@ from ._devmath import (
     log_,
     lset_move,
     quiet,
-    rescale,
+    ref64,
+    rescale_t,
     row_kernel,
 )
 
@@ -49,7 +53,7 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
     zero = mt(0.0)
 
     @dev
-    def row(x, tq, it, i, c, tid, xbuf, tbuf, st):
+    def row(x, tq, it, it64, i, c, tid, xbuf, tbuf, st):
         m = mt(NINF)
         S = F64(0.0)
         T = F64(0.0)
@@ -75,7 +79,7 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
                     if v != v and ni == BIG:
                         ni = j
                     if has_teacher:
-                        a = ldt(tq, i, j) * it
+                        a = ldt(tq, i, j)
                 xbuf[k] = v
                 tbuf[k] = a
                 if v > bm:
@@ -83,17 +87,15 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
                 if a > bmt:
                     bmt = a
             nm = bm if bm > m else m
-            if has_teacher:  # KL(teacher || model): a = teacher / T, b = logits / T
+            if has_teacher:  # KL(teacher || model) against the raw maxima mt_, m
                 nmt = bmt if bmt > mt_ else mt_
                 if nmt != mt_ or nm != m:
-                    rb_old = F64(mt(m if m != NINF else zero) * it)
-                    rb_new = F64(mt(nm if nm != NINF else zero) * it)
-                    U, St = kl_move(U, St, mt_, nmt, rb_old, rb_new)
+                    U, St = kl_move(U, St, mt_, nmt, ref64(m), ref64(nm), it64)
                     mt_ = nmt
             if nm != m:
                 S, T = lset_move(S, T, m, nm)
                 if has_teacher and not one_t:
-                    Sb = Sb * rescale(m * it, nm * it)
+                    Sb = Sb * rescale_t(m, nm, it64)
                 m = nm
             rm = m if m != NINF else zero
             s = zero
@@ -101,7 +103,6 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
             sb = zero
             st_ = zero
             u = zero
-            rb = rm * it
             rt = mt_ if mt_ != NINF else zero
             for k in range(tile):
                 xv = xbuf[k]
@@ -111,14 +112,13 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
                 t += zero if e == 0 else e * d
                 if has_teacher:
                     da = tbuf[k] - rt
-                    et = exp_(da)
-                    st_ += et
                     if one_t:
-                        u += zero if et == 0 else et * (da - d)
+                        et = exp_(da)
                     else:
-                        db = xv * it - rb
-                        sb += exp_(db)
-                        u += zero if et == 0 else et * (da - db)
+                        et = exp_(da * it)
+                        sb += exp_(d * it)
+                    st_ += et
+                    u += zero if da == NINF else et * (da - d)
             S += F64(s)
             T += F64(t)
             Sb += F64(sb)
@@ -140,14 +140,15 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
         tid = cuda.threadIdx.x
         n, c = x.shape
         it = mt(inv_t)
+        it64 = F64(inv_t)
         sh = cuda.shared.array(0, SHARED_T)  # dynamic: _devmath.shared_bytes
         st = cuda.local.array(NC, np.float64)
         ot = cuda.local.array(NC, np.float64)
         xbuf = cuda.local.array(tile, mt)
         tbuf = cuda.local.array(tile, mt)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
-            row(x, tq, it, i, c, tid, xbuf, tbuf, st)
-            red(st, ot, sh, inv_t)
+            row(x, tq, it, it64, i, c, tid, xbuf, tbuf, st)
+            red(st, ot, sh, it64)
             if tid == 0:
                 m = st[0]
                 S = st[1]
@@ -162,7 +163,7 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
                 amax[i] = am
                 if has_teacher:
                     Sb = S if one_t else st[3]
-                    kl[i] = st[6] / st[5] + (log_(Sb) - log_(st[5]))
+                    kl[i] = (it64 * st[6]) / st[5] + (log_(Sb) - log_(st[5]))
                 if has_labels:
                     lab = y[i]
                     if lab == ignore_index:

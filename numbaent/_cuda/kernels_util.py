@@ -123,3 +123,63 @@ def nan_rows(kind: str):
                         break
 
     return kernel
+
+
+@functools.cache
+def redo_rows(ka: str, kb: str | None):
+    """The exact path's row search (``numbaent._kernels.exact.nonfinite_rows`` on the device):
+    mark[i] <- 1 for a row whose result res[i] is not finite and whose input rows a[i * a_step]
+    (and b[i * b_step] when ``kb`` is given) hold no NaN, else 0; first[0] <- min such row."""
+    lda = loader(ka, np.float64 if ka == "f64" else np.float32)
+    ldb = loader(kb or ka, np.float64 if kb == "f64" else np.float32)
+    has_b = kb is not None
+
+    @cuda.jit
+    def kernel(res, a, a_step, b, b_step, mark, first):
+        quiet()
+        n = res.shape[0]
+        c = a.shape[1]
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for i in range(start, n, cuda.gridDim.x * cuda.blockDim.x):
+            r = res[i]
+            m = 0
+            if not (abs(r) < np.inf):  # NaN or +-inf
+                m = 1
+                ia = i * a_step
+                for j in range(c):
+                    v = lda(a, ia, j)
+                    if v != v:
+                        m = 0
+                        break
+                if has_b and m == 1:
+                    ib = i * b_step
+                    for j in range(c):
+                        v = ldb(b, ib, j)
+                        if v != v:
+                            m = 0
+                            break
+            mark[i] = m
+            if m == 1:
+                cuda.atomic.min(first, 0, i)
+
+    return kernel
+
+
+@cuda.jit
+def gather_rows(src, step, idx, dst):
+    """dst[k, :] = src[idx[k] * step, :] (the exact path's rows, element type unchanged)."""
+    rows = dst.shape[0]
+    c = dst.shape[1]
+    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    for e in range(start, rows * c, cuda.gridDim.x * cuda.blockDim.x):
+        k = e // c
+        j = e - k * c
+        dst[k, j] = src[idx[k] * step, j]
+
+
+@cuda.jit
+def scatter(dst, idx, vals):
+    """dst[idx[k]] = vals[k] (the exact path's results, converted to dst's element type)."""
+    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    for k in range(start, idx.shape[0], cuda.gridDim.x * cuda.blockDim.x):
+        dst[idx[k]] = vals[k]

@@ -5,8 +5,9 @@ the launch constants, and launch it on a stream. Shared by ``host`` (NumPy in, N
 Arguments are numba device arrays (or, in the simulator, NumPy arrays), already validated and laid
 out as the CPU interface expects (rows x classes, C-contiguous; bfloat16 as uint16 bits). Outputs,
 row flags (int8, one per row, every row written) and ``first`` (int64 (1,), initialised by the
-caller to the number of rows; a kernel lowers it to the first flagged row) are preallocated by the
-caller. Nothing here synchronises: launches are queued on ``stream``.
+caller to the number of rows; a kernel lowers it to the first flagged row; the probability kernels
+take two slots, the second for the first row flagged for the exact path, see ``kernels_prob``) are
+preallocated by the caller. Nothing here synchronises: launches are queued on ``stream``.
 
 ``kernel_args`` returns, for each interface function, the kernel and its argument tuple without
 launching anything: ``tests/test_cuda.py`` compiles every kernel to PTX from it.

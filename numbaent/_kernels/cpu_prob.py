@@ -32,7 +32,7 @@ REDO = 4
 def _redo(res, Sp, Sq, normalize, tiny, huge):
     if Sp != Sp or Sq != Sq:  # a NaN input: the row is NaN, nothing to redo
         return 0
-    if res != res:
+    if res != res or Sp == np.inf or Sq == np.inf:  # +inf input: the row is NaN (contract)
         return REDO
     if not (abs(res) < np.inf) and (Sp > huge or Sq > huge):
         return REDO
