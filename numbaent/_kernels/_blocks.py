@@ -25,6 +25,8 @@ from numba import njit
 
 from .._vmath import cst, key, ld, unkey, vexpm
 
+# np.float64(x), never float(x), to widen: inside Numba, float() of a float32 is a float32, so
+# float(m) - float(x) for m = 3e38, x = -3e38 overflowed (and 0 * inf made a softmax entropy NaN)
 BLOCK = 1024
 # Only the innermost block loops (the block_* functions) get FASTMATH: reassociation is what lets a
 # float reduction vectorise. Row-level code and kernels are compiled WITHOUT it (KERNEL), because
@@ -134,7 +136,7 @@ def rescale(m_old, m_new):
     """exp(m_old - m_new) in float64, 0 when m_old is -inf (an empty state)."""
     if m_old == NINF:
         return 0.0
-    return math.exp(float(m_old) - float(m_new))
+    return math.exp(np.float64(m_old) - np.float64(m_new))
 
 
 @njit(**ROW)
@@ -192,7 +194,7 @@ def row_lse(r, like):
             bm = update_max(m, block_max(r, lo, hi, like))
             S *= rescale(m, bm)
             m = bm
-            S += float(block_sumexp(r, lo, hi, ref_of(m)))
+            S += np.float64(block_sumexp(r, lo, hi, ref_of(m)))
             continue
         s, bm = block_sumexp_max(r, lo, hi, m)
         if not (bm <= m + slack):  # a big jump, +inf or NaN: redo the block against the new max
@@ -200,7 +202,7 @@ def row_lse(r, like):
             S *= rescale(m, bm)
             m = bm
             s = block_sumexp(r, lo, hi, m)
-        S += float(s)
+        S += np.float64(s)
         if bm > m:  # move the reference up to the max (exact bookkeeping, keeps terms <= 1)
             S *= rescale(m, bm)
             m = bm
@@ -227,21 +229,21 @@ def row_lse_t(r, like):
             s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
             done = fbm <= m + slack
         if done:
-            S += float(s)
-            T += float(t)
+            S += np.float64(s)
+            T += np.float64(t)
             bm = update_max(m, fbm)
         else:
             bm = update_max(m, block_max(r, lo, hi, like))
         if bm != m:
             f = rescale(m, bm)
             if m != NINF:
-                T = f * (T + (float(m) - float(bm)) * S)
+                T = f * (T + (np.float64(m) - np.float64(bm)) * S)
             S *= f
             m = bm
         if not done:
             s, t = block_sumexp_t(r, lo, hi, ref_of(m))
-            S += float(s)
-            T += float(t)
+            S += np.float64(s)
+            T += np.float64(t)
     return m, at_least_one(S, m), T
 
 
@@ -260,7 +262,7 @@ def rescale_t(m_old, m_new, it):
     """exp((m_old - m_new) * it) in float64, 0 when m_old is -inf (an empty state)."""
     if m_old == NINF:
         return 0.0
-    return math.exp((float(m_old) - float(m_new)) * it)
+    return math.exp((np.float64(m_old) - np.float64(m_new)) * it)
 
 
 @njit(**ROW)
@@ -269,8 +271,8 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     each (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows,
     whose two moves are equal, keep U exactly 0."""
     f = rescale_t(ma_old, ma_new, it)
-    da = float(ref_of(ma_new)) - float(ref_of(ma_old))
-    db = float(rb_new) - float(rb_old)
+    da = np.float64(ref_of(ma_new)) - np.float64(ref_of(ma_old))
+    db = np.float64(rb_new) - np.float64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
 
 

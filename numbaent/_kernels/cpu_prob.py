@@ -134,9 +134,9 @@ def entropy(p, normalize, tiny, huge, out, flags):
         neg = 0.0
         for lo in range(0, c, BLOCK):
             s, a, ng = _blk_entropy(r, lo, min(lo + BLOCK, c), out)
-            S += float(s)
-            A += float(a)
-            neg += float(ng)
+            S += np.float64(s)
+            A += np.float64(a)
+            neg += np.float64(ng)
         if normalize and c > 0:  # an empty row is 0, normalized or not
             res = np.log(S) - A / S
         else:
@@ -156,12 +156,12 @@ def _row_pq(rp, rq, like, kl):
     nanq = 0.0
     for lo in range(0, c, BLOCK):
         sp, sq, b, n1, n2, n3 = _blk_pq(rp, rq, lo, min(lo + BLOCK, c), like, kl)
-        Sp += float(sp)
-        Sq += float(sq)
-        B += float(b)
-        negp += float(n1)
-        negq += float(n2)
-        nanq += float(n3)
+        Sp += np.float64(sp)
+        Sq += np.float64(sq)
+        B += np.float64(b)
+        negp += np.float64(n1)
+        negq += np.float64(n2)
+        nanq += np.float64(n3)
     flag = (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
     return Sp, Sq, B, flag, nanq > 0
 
@@ -197,8 +197,8 @@ def _row_sum_neg(r, like):
     neg = 0.0
     for lo in range(0, c, BLOCK):
         s, ng = _blk_sum_neg(r, lo, min(lo + BLOCK, c), like)
-        S += float(s)
-        neg += float(ng)
+        S += np.float64(s)
+        neg += np.float64(ng)
     return S, neg
 
 
@@ -217,6 +217,6 @@ def js_divergence(p, q, q_step, normalize, tiny, huge, out, flags):
         fq = cst(out, 1.0 / Sq) if normalize else cst(out, 1.0)
         J = 0.0
         for lo in range(0, c, BLOCK):
-            J += float(_blk_js(rp, rq, lo, min(lo + BLOCK, c), fp, fq))
+            J += np.float64(_blk_js(rp, rq, lo, min(lo + BLOCK, c), fp, fq))
         out[i] = 0.5 * J
         flags[i] = flag | _redo(0.5 * J, Sp, Sq, normalize and c > 0, tiny, huge)

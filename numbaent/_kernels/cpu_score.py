@@ -177,11 +177,11 @@ def score(
                     fbt = mt
                     done = fbm <= m + slack
                 if done:
-                    S += float(s)
-                    T += float(t)
+                    S += np.float64(s)
+                    T += np.float64(t)
                     if has_teacher:
-                        St += float(st)
-                        U += float(u)
+                        St += np.float64(st)
+                        U += np.float64(u)
                     bm = update_max(m, fbm)
                     bmt = update_max(mt, fbt)
             if not done:
@@ -196,7 +196,7 @@ def score(
             if bm != m:
                 f = rescale(m, bm)
                 if m != NINF:
-                    T = f * (T + (float(m) - float(bm)) * S)
+                    T = f * (T + (np.float64(m) - np.float64(bm)) * S)
                 S *= f
                 if not one_t:
                     Sb *= rescale_t(m, bm, inv_t)
@@ -214,14 +214,14 @@ def score(
                     s, t, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
                 else:
                     s, t, sb, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
-                    Sb += float(sb)
-                St += float(st)
-                U += float(u)
-            S += float(s)
-            T += float(t)
+                    Sb += np.float64(sb)
+                St += np.float64(st)
+                U += np.float64(u)
+            S += np.float64(s)
+            T += np.float64(t)
         S = at_least_one(S, m)
         logS = np.log(S)
-        lse[i] = float(m) + logS
+        lse[i] = np.float64(m) + logS
         ent[i] = nonneg(logS - T / S)
         if S != S:
             nan_at = _first_nan(r)
@@ -241,6 +241,6 @@ def score(
                 ce[i] = np.nan
                 correct[i] = False
             else:
-                cev = (float(m) - float(ld(r[lab]))) + logS
+                cev = (np.float64(m) - np.float64(ld(r[lab]))) + logS
                 ce[i] = cev
                 correct[i] = am == lab and cev == cev
