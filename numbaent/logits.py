@@ -301,14 +301,13 @@ def softmax_cross_entropy(
         y = v.labels_rows(ta, "target", rows.batch)
         tgt, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, y, w))
         row_w, bad = impl.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
-        hit = np.flatnonzero(bad)
-        if hit.size:
-            i = int(hit[0])
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
             raise IndexError(
                 f"target: label {int(y[i])} at row {v.row_name(i, rows.batch)} is outside "
                 f"[0, {c}) and is not ignore_index ({ignore_index})"
             )
-        denom = float(np.sum(row_w, dtype=np.float64))
+        denom = float(np.sum(row_w, dtype=np.float64)) if reduction == "mean" else None
         return v.scalar_if_0d(
             v.finish(
                 tgt,

@@ -288,15 +288,20 @@ def kl_from_states(U, Sa, Sb, it):
 
 SMALL_C = 64
 TILE = 256
+TILE_GROUP = 16  # tiles per parallel iteration of the small-C kernels (see small_rows)
 
 
 @njit(**ROW)
 def tile_transpose(x, r0, r1, buf):
+    # column by column: contiguous stores into buf, strided loads from the tile (L1/L2). The
+    # row-by-row order stored C values 1 KB apart per row: 4K-aliasing made C = 64 5x slower.
     c = x.shape[1]
-    for i in range(r1 - r0):
-        row = x[r0 + i]
-        for j in range(c):
-            buf[j, i] = cst(buf, ld(row[j]))
+    blk = x[r0:r1]
+    n = r1 - r0
+    for j in range(c):
+        col = buf[j]
+        for i in range(n):
+            col[i] = cst(buf, ld(blk[i, j]))
 
 
 @njit(**ROW)

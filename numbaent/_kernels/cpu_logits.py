@@ -21,6 +21,7 @@ from ._blocks import (
     ROW,
     SLACK,
     TILE,
+    TILE_GROUP,
     at_least_one,
     block_max,
     kl_from_states,
@@ -322,41 +323,52 @@ def small_rows(x, y, ignore_index, mode, out, rowweight, bad):
     2: softmax entropy. ``y``, ``rowweight``, ``bad`` are only used in mode 1."""
     n, c = x.shape
     ntiles = (n + TILE - 1) // TILE
-    for tile in prange(ntiles):
-        r0 = tile * TILE
-        r1 = min(r0 + TILE, n)
-        k = r1 - r0
+    # groups of tiles per parallel iteration, so that the tile buffers are allocated once per
+    # group (an allocation per tile cost 20% at C = 10); rows do not depend on the grouping
+    group = TILE_GROUP if ntiles >= 16 * TILE_GROUP else 1
+    ngroups = (ntiles + group - 1) // group
+    for g in prange(ngroups):
         buf = np.empty((c, TILE), out.dtype)
         m = np.empty(TILE, out.dtype)
         ref = np.empty(TILE, out.dtype)
         s = np.empty(TILE, out.dtype)
         t = np.empty(TILE, out.dtype)
-        tile_transpose(x, r0, r1, buf)
-        tile_lse(buf, k, m, ref, s, t, mode == 2)
-        for i in range(k):  # vectorised log across the rows of the tile
-            s[i] = vlog(s[i])
-        if mode == 0:
-            for i in range(k):
-                out[r0 + i] = ref[i] + s[i]
-            for i in range(k):  # all -inf rows: ref is 0 there, lse is -inf
-                if m[i] != ref[i]:
-                    out[r0 + i] = m[i] + s[i]
-        elif mode == 2:
-            for i in range(k):
-                out[r0 + i] = nonneg(s[i] - t[i] / vexp(s[i]))
-        else:
-            for i in range(k):
-                lab = y[r0 + i]
-                if lab == ignore_index:
-                    out[r0 + i] = 0
-                    rowweight[r0 + i] = 0
-                elif lab < 0 or lab >= c:
-                    bad[r0 + i] = 1
-                    out[r0 + i] = np.nan
-                    rowweight[r0 + i] = 0
-                else:
-                    out[r0 + i] = (m[i] - buf[lab, i]) + s[i]
-                    rowweight[r0 + i] = 1
+        for tile in range(g * group, min(ntiles, g * group + group)):
+            r0 = tile * TILE
+            r1 = min(r0 + TILE, n)
+            _small_tile(x, y, ignore_index, mode, out, rowweight, bad, r0, r1, buf, m, ref, s, t)
+
+
+@njit(**ROW)
+def _small_tile(x, y, ignore_index, mode, out, rowweight, bad, r0, r1, buf, m, ref, s, t):
+    c = x.shape[1]
+    k = r1 - r0
+    tile_transpose(x, r0, r1, buf)
+    tile_lse(buf, k, m, ref, s, t, mode == 2)
+    for i in range(k):  # vectorised log across the rows of the tile
+        s[i] = vlog(s[i])
+    if mode == 0:
+        for i in range(k):
+            out[r0 + i] = ref[i] + s[i]
+        for i in range(k):  # all -inf rows: ref is 0 there, lse is -inf
+            if m[i] != ref[i]:
+                out[r0 + i] = m[i] + s[i]
+    elif mode == 2:
+        for i in range(k):
+            out[r0 + i] = nonneg(s[i] - t[i] / vexp(s[i]))
+    else:
+        for i in range(k):
+            lab = y[r0 + i]
+            if lab == ignore_index:
+                out[r0 + i] = 0
+                rowweight[r0 + i] = 0
+            elif lab < 0 or lab >= c:
+                bad[r0 + i] = 1
+                out[r0 + i] = np.nan
+                rowweight[r0 + i] = 0
+            else:
+                out[r0 + i] = (m[i] - buf[lab, i]) + s[i]
+                rowweight[r0 + i] = 1
 
 
 # --------------------------------------------------------------------------------------------------
