@@ -35,12 +35,23 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import BF16, TOL
+from conftest import BF16
+from conftest import TOL as _TOL
 from hypothesis import HealthCheck, note, settings
 from hypothesis import given as _given
 from hypothesis import strategies as st
 
 import numbaent as ne
+
+# The kernels add float32 terms in SIMD lanes over blocks of 1024 (_blocks.BLOCK), so a lane adds up
+# to 128 terms before the float64 row sum: worst case 128 roundings of the same sign, 7.6e-6
+# relative, reached by rows of identical terms (which this fuzzer generates on purpose; random
+# data stays near 1e-7, and tests/test_accuracy.py holds the 2e-6 bound at C = 131072). The fuzz
+# checks float32 math against that documented worst case.
+F32_SUM_RTOL = 128 * 2.0**-24
+TOL = {
+    k: (a, max(r, F32_SUM_RTOL) if k != np.dtype(np.float64) else r) for k, (a, r) in _TOL.items()
+}
 
 # --------------------------------------------------------------------------------------------------
 # budget

@@ -230,7 +230,7 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
     red = block_reduce(combine_sums(4), 4, threads, warp)
     step = threads * tile
     zero = mt(0.0)
-    half = mt(0.5)
+    ln2 = mt(0.6931471805599453)
     tiny, huge = _limits(mt)
 
     @dev
@@ -277,7 +277,7 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
                         sq += q0
                     pv = p0 * fp
                     qv = q0 * fq
-                    lm = log_((pv + qv) * half)
+                    lm = log_(pv + qv) - ln2  # log((p + q) / 2) without halving a subnormal to 0
                     a += zero if pv == 0 else pv * (log_(pv) - lm)
                     a += zero if qv == 0 else qv * (log_(qv) - lm)
             J += F64(a)
@@ -329,6 +329,8 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
                 res = 0.5 * st[0]
                 out[i] = res
                 redo = _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
+                if not (abs(res) < np.inf) and Sp == Sp and Sq == Sq:
+                    redo = REDO  # JS is never infinite for finite inputs
                 _write_flags(flags, first, i, _flags(negp, negq), redo)
 
     return kernel

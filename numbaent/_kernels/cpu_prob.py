@@ -96,12 +96,12 @@ def _blk_js(rp, rq, lo, hi, fp, fq):
     rp = rp[lo:hi]
     rq = rq[lo:hi]
     z = cst(fp, 0.0)
-    half = cst(fp, 0.5)
+    ln2 = cst(fp, 0.6931471805599453)
     a = z
     for j in range(hi - lo):
         pv = cst(fp, ld(rp[j])) * fp
         qv = cst(fp, ld(rq[j])) * fq
-        lm = vlog((pv + qv) * half)
+        lm = vlog(pv + qv) - ln2  # log((p + q) / 2) without halving a subnormal to 0
         a += z if pv == 0 else pv * (vlog(pv) - lm)
         a += z if qv == 0 else qv * (vlog(qv) - lm)
     return a
@@ -218,5 +218,9 @@ def js_divergence(p, q, q_step, normalize, tiny, huge, out, flags):
         J = 0.0
         for lo in range(0, c, BLOCK):
             J += np.float64(_blk_js(rp, rq, lo, min(lo + BLOCK, c), fp, fq))
-        out[i] = 0.5 * J
-        flags[i] = flag | _redo(0.5 * J, Sp, Sq, normalize and c > 0, tiny, huge)
+        res = 0.5 * J
+        out[i] = res
+        redo = _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
+        if not (abs(res) < np.inf) and Sp == Sp and Sq == Sq:
+            redo = REDO  # JS <= (Sp + Sq) log(2) / 2: never infinite for finite inputs
+        flags[i] = flag | redo

@@ -83,9 +83,12 @@ def kl_divergence(p, q, normalize):
 
 def js_divergence(p, q, normalize):
     p, q, flags, bad = _pq(p, q, normalize)
-    m = (p + q) / 2
-    js = 0.5 * (_xlogy(p, p) - _xlogy(p, m)).sum(axis=1)
-    js += 0.5 * (_xlogy(q, q) - _xlogy(q, m)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_m = np.log(p + q) - np.log(2.0)  # log of the mixture (p + q) / 2, which may underflow
+        pm = np.where(p == 0, 0.0, p * log_m)
+        qm = np.where(q == 0, 0.0, q * log_m)
+    js = 0.5 * (_xlogy(p, p) - pm).sum(axis=1)
+    js += 0.5 * (_xlogy(q, q) - qm).sum(axis=1)
     js[bad] = np.nan
     return js, flags
 
