@@ -980,6 +980,51 @@ def test_score(backend, data):
     assert gs["rows"] == rs["rows"] and gs["ignored"] == rs["ignored"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(data=st.data())
+def test_partial_states(backend, data):
+    """The sharded-vocabulary API: partial_state over random class slices (2-D rows), combined in
+    a random order and grouping, finished, against the oracle's score on the whole rows."""
+    from numbaent.partial import combine, finish, partial_state
+
+    draw = data.draw
+    n = draw(st.integers(0, 5), label="rows")
+    c = draw(st.integers(1, 70), label="classes")
+    dt = _choose(draw, "dtype", FLOATS)
+    x = cast(draw(logit_values(n, c)), dt)
+    y = None
+    if draw(st.booleans(), label="labels"):
+        rng = _rng(draw)
+        y = rng.integers(0, c, n)
+        y[rng.random(n) < 0.2] = -100  # ignored rows (the default ignore_index)
+    cuts = draw(st.lists(st.integers(1, max(1, c - 1)), max_size=3, unique=True), label="cuts")
+    bounds = [0] + sorted(k for k in cuts if 0 < k < c) + [c]
+    states = [
+        partial_state(x[:, a:b], y, class_offset=a, backend=backend)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    order = draw(st.permutations(range(len(states))), label="order")
+    states = [states[k] for k in order]
+    if len(states) > 2 and draw(st.booleans(), label="nested"):
+        states = [combine(states[:2]), *states[2:]]
+    got = finish(combine(states), num_classes=c)
+    ref = ne.score(f64(x), y, backend="numpy")
+    what = f"partial[{backend}]"
+    np.testing.assert_array_equal(got.argmax, ref.argmax, err_msg=what)
+    if y is not None:
+        np.testing.assert_array_equal(got.correct, ref.correct, err_msg=what)
+    odt, td = out_dtype(x), tol_dtype(x)
+    for field, sc in (
+        ("logsumexp", None),
+        ("entropy", logit_scale(f64(x))),
+        ("cross_entropy", None),
+    ):
+        g, r = getattr(got, field), getattr(ref, field)
+        assert (g is None) == (r is None), field
+        if g is not None:
+            assert_match(g, r, odt, td, sc, f"{what}.{field}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Regression tests: minimal reproducers of the bugs this fuzzer found (float32 overflow of
 # intermediates, temperature scaling, reference lag, subnormal and infinite probabilities, -inf
