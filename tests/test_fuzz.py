@@ -1192,6 +1192,13 @@ def test_known_kl_minus_inf_in_q(backend):
         {},
         "float32 p_j = exp(-105): +inf",
     )
+    _vs_oracle(
+        backend,
+        ne.softmax_kl_divergence,
+        (np.array([[3e38, -3e38, 1.0]], np.float32), np.array([[0.5, -np.inf, 2.0]], np.float32)),
+        {},
+        "teacher logit -3e38 under a max of 3e38 (a - max overflows to -inf): still finite, +inf",
+    )
 
 
 def test_known_oracle_zero_weight():

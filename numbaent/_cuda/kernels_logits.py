@@ -446,7 +446,7 @@ def softmax_kl(kp, kq, mt, threads, warp, tile):
                 ea = exp_(da * it)
                 sa += ea
                 sb += exp_(db * it)
-                u += zero if da == NINF else ea * (da - db)
+                u += zero if abuf[k] == NINF else ea * (da - db)  # raw teacher logit decides
             Sa += F64(sa)
             Sb += F64(sb)
             U += F64(u)

@@ -118,7 +118,7 @@ def score(kx, kt, mt, threads, warp, tile, has_labels, has_teacher, one_t):
                         et = exp_(da * it)
                         sb += exp_(d * it)
                     st_ += et
-                    u += zero if da == NINF else et * (da - d)
+                    u += zero if tbuf[k] == NINF else et * (da - d)  # raw teacher logit decides
             S += F64(s)
             T += F64(t)
             Sb += F64(sb)

@@ -224,12 +224,14 @@ def blk_kl(rp, rq, lo, hi, ra, rb, it):
     sb = z
     u = z
     for j in range(hi - lo):
-        da = cst(ra, ld(rp[j])) - ra
+        av = cst(ra, ld(rp[j]))
+        da = av - ra
         db = cst(ra, ld(rq[j])) - rb
         ea = vexpm(da * it)
         sa += ea
         sb += vexpm(db * it)
-        u += z if da == NINF else ea * (da - db)
+        # the RAW teacher logit decides (a - ra overflows to -inf for a = -3e38, ra = 3e38)
+        u += z if av == NINF else ea * (da - db)
     return sa, sb, u
 
 
@@ -256,7 +258,7 @@ def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
         ea = vexpm(da * it)
         sa += ea
         sb += vexpm(db * it)
-        u += z if da == NINF else ea * (da - db)
+        u += z if av == NINF else ea * (da - db)  # the raw teacher logit decides (see blk_kl)
     return sa, sb, u, unkey(ka, ra), unkey(kb, ra)
 
 

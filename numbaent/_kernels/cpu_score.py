@@ -53,10 +53,11 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
         e = vexpm(d)
         s += e
         t += z if e == 0 else e * d
-        da = cst(rm, ld(rt[j])) - rt_
+        av = cst(rm, ld(rt[j]))
+        da = av - rt_
         et = vexpm(da)
         st += et
-        u += z if da == NINF else et * (da - d)
+        u += z if av == NINF else et * (da - d)  # the raw teacher logit decides (a - ref overflows)
     return s, t, st, u
 
 
@@ -87,7 +88,7 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
         da = av - rt_
         et = vexpm(da)
         st += et
-        u += z if da == NINF else et * (da - d)
+        u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
     return s, t, st, u, unkey(k, rm), unkey(kt, rm)
 
 
@@ -112,10 +113,11 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
         s += e
         t += z if e == 0 else e * d
         sb += vexpm(d * it)
-        da = cst(rm, ld(rt[j])) - rt_
+        av = cst(rm, ld(rt[j]))
+        da = av - rt_
         et = vexpm(da * it)
         st += et
-        u += z if da == NINF else et * (da - d)
+        u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
     return s, t, sb, st, u
 
 
