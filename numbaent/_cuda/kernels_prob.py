@@ -8,10 +8,10 @@ sum); a NaN in q where p == 0 is caught by counting NaNs in q (as ``cpu_prob``).
 Row faults: ``flags[i]`` gets bit 1 for a negative value in p, bit 2 for one in q (every row is
 written), and ``first[0]`` the smallest row with one of them (atomic min; the caller initialises
 ``first`` to the number of rows), so the host reads one integer per call to know whether anything
-was flagged. Bit 4 (``REDO``, as ``cpu_prob._redo``) asks for the exact path
+was flagged. Bit 4 (``REDO``, ``exact.redo_bit``) asks for the exact path
 (``numbaent._kernels.exact``): a NaN result from inputs without NaN, a +inf row sum (an infinite
 probability: the row is NaN), a non-finite result where a row sum exceeds ``huge``, or, with
-normalize, a row sum outside [tiny, huge] (limits of the math type, ``cpu._limits``); ``first[1]``
+normalize, a row sum outside [tiny, huge] (limits of the math type, ``exact.limits``); ``first[1]``
 gets the smallest such row, so ``first`` has two slots.
 ``q`` may have a single row shared by every row: ``q_step = 0``.
 """
@@ -23,6 +23,7 @@ import functools
 import numpy as np
 from numba import cuda
 
+from .._kernels import exact
 from ._devmath import (
     F64,
     SHARED_T,
@@ -36,32 +37,13 @@ from ._devmath import (
     row_kernel,
 )
 
-REDO = 4
-
-
-def _limits(mt):
-    """(tiny, huge): the row sums between which the kernels' products are exact enough
-    (``numbaent._kernels.cpu._limits``)."""
-    return (2.0**-100, 2.0**100) if mt is np.float32 else (2.0**-900, 2.0**900)
-
 
 @dev
 def _flags(negp, negq):
     return (1 if negp > 0 else 0) | (2 if negq > 0 else 0)
 
 
-@dev
-def _redo(res, Sp, Sq, normalize, tiny, huge):
-    """REDO when the row needs the exact path (``cpu_prob._redo``)."""
-    if Sp != Sp or Sq != Sq:  # a NaN input: the row is NaN, nothing to redo
-        return 0
-    if res != res or Sp == np.inf or Sq == np.inf:  # +inf input: the row is NaN (contract)
-        return REDO
-    if not (abs(res) < np.inf) and (Sp > huge or Sq > huge):
-        return REDO
-    if normalize and not (tiny <= Sp and Sp <= huge and tiny <= Sq and Sq <= huge):
-        return REDO
-    return 0
+_redo = dev(exact.redo_bit)  # the same REDO decision as the cpu kernels
 
 
 @dev_cuda
@@ -88,7 +70,7 @@ def entropy(kp, mt, threads, warp, tile):
     red = block_reduce(combine_sums(3), 3, threads, warp)
     step = threads * tile
     zero = mt(0.0)
-    tiny, huge = _limits(mt)
+    tiny, huge = exact.limits(mt)
 
     @dev
     def row(p, i, c, tid):
@@ -131,7 +113,7 @@ def entropy(kp, mt, threads, warp, tile):
                 else:
                     res = 0.0 - st[1]  # +0.0 for an empty row, as the cpu kernel
                 out[i] = res
-                _write_flags(flags, first, i, f, _redo(res, st[0], 1.0, norm, tiny, huge))
+                _write_flags(flags, first, i, f, _redo(res, st[0], 1.0, norm, tiny, huge, False))
 
     return kernel
 
@@ -142,7 +124,7 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
     red = block_reduce(combine_sums(6), 6, threads, warp)
     step = threads * tile
     zero = mt(0.0)
-    tiny, huge = _limits(mt)
+    tiny, huge = exact.limits(mt)
 
     @dev
     def row(p, q, i, iq, c, tid, st):
@@ -205,7 +187,7 @@ def _pq_kernel(kp, kq, mt, threads, warp, tile, kl):
                 if st[5] > 0:
                     res = np.nan
                 out[i] = res
-                _write_flags(flags, first, i, f, _redo(res, Sp, Sq, norm, tiny, huge))
+                _write_flags(flags, first, i, f, _redo(res, Sp, Sq, norm, tiny, huge, False))
 
     return kernel
 
@@ -231,7 +213,7 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
     step = threads * tile
     zero = mt(0.0)
     ln2 = mt(0.6931471805599453)
-    tiny, huge = _limits(mt)
+    tiny, huge = exact.limits(mt)
 
     @dev
     def sums(p, q, i, iq, c, tid, st):
@@ -328,9 +310,7 @@ def js_divergence(kp, kq, mt, threads, warp, tile, normalize):
             if tid == 0:
                 res = 0.5 * st[0]
                 out[i] = res
-                redo = _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
-                if not (abs(res) < np.inf) and Sp == Sp and Sq == Sq:
-                    redo = REDO  # JS is never infinite for finite inputs
+                redo = _redo(res, Sp, Sq, normalize and c > 0, tiny, huge, True)  # JS: bounded
                 _write_flags(flags, first, i, _flags(negp, negq), redo)
 
     return kernel

@@ -27,14 +27,9 @@ def _q_step(p, q):
     return 0 if q.shape[0] == 1 and p.shape[0] != 1 else 1
 
 
-def _limits(dtype):
-    """(tiny, huge) row sums between which the kernels' products are exact enough (cpu_prob)."""
-    return (2.0**-100, 2.0**100) if dtype == np.float32 else (2.0**-900, 2.0**900)
-
-
 def entropy(p, normalize, out):
     flags = _flags(p.shape[0])
-    cpu_prob.entropy(kernel_view(p), bool(normalize), *_limits(out.dtype), out, flags)
+    cpu_prob.entropy(kernel_view(p), bool(normalize), *exact.limits(out.dtype), out, flags)
     exact.prob("entropy", p, None, normalize, out, exact.take_redo(flags))
     return flags
 
@@ -42,7 +37,7 @@ def entropy(p, normalize, out):
 def _pq(op, p, q, normalize, out):
     flags = _flags(p.shape[0])
     kernel = getattr(cpu_prob, op)
-    lim = _limits(out.dtype)
+    lim = exact.limits(out.dtype)
     kernel(kernel_view(p), kernel_view(q), _q_step(p, q), bool(normalize), *lim, out, flags)
     exact.prob(op, p, q, normalize, out, exact.take_redo(flags))
     return flags

@@ -23,22 +23,11 @@ import numpy as np
 from numba import njit, prange
 
 from .._vmath import cst, ld, vlog
+from . import exact
 from ._blocks import BLK, BLOCK, KERNEL, ROW
 
-REDO = 4
-
-
-@njit(**ROW)
-def _redo(res, Sp, Sq, normalize, tiny, huge):
-    if Sp != Sp or Sq != Sq:  # a NaN input: the row is NaN, nothing to redo
-        return 0
-    if res != res or Sp == np.inf or Sq == np.inf:  # +inf input: the row is NaN (contract)
-        return REDO
-    if not (abs(res) < np.inf) and (Sp > huge or Sq > huge):
-        return REDO
-    if normalize and not (tiny <= Sp <= huge and tiny <= Sq <= huge):
-        return REDO
-    return 0
+# the REDO decision is shared with the cuda kernels (exact.redo_bit)
+_redo = njit(**ROW)(exact.redo_bit)
 
 
 @njit(**BLK)
@@ -142,7 +131,9 @@ def entropy(p, normalize, tiny, huge, out, flags):
         else:
             res = 0.0 - A  # +0.0, not -0.0, for a one-hot row
         out[i] = res
-        flags[i] = (1 if neg > 0 else 0) | _redo(res, S, 1.0, normalize and c > 0, tiny, huge)
+        flags[i] = (1 if neg > 0 else 0) | _redo(
+            res, S, 1.0, normalize and c > 0, tiny, huge, False
+        )
 
 
 @njit(**ROW)
@@ -175,7 +166,7 @@ def cross_entropy(p, q, q_step, normalize, tiny, huge, out, flags):
         res = np.log(Sq) - B / Sp if normalize and c > 0 else 0.0 - B
         res = np.nan if has_nan else res
         out[i] = res
-        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
+        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge, False)
 
 
 @njit(**KERNEL)
@@ -187,7 +178,7 @@ def kl_divergence(p, q, q_step, normalize, tiny, huge, out, flags):
         res = K / Sp + (np.log(Sq) - np.log(Sp)) if normalize and c > 0 else K
         res = np.nan if has_nan else res
         out[i] = res
-        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
+        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge, False)
 
 
 @njit(**ROW)
@@ -220,7 +211,5 @@ def js_divergence(p, q, q_step, normalize, tiny, huge, out, flags):
             J += np.float64(_blk_js(rp, rq, lo, min(lo + BLOCK, c), fp, fq))
         res = 0.5 * J
         out[i] = res
-        redo = _redo(res, Sp, Sq, normalize and c > 0, tiny, huge)
-        if not (abs(res) < np.inf) and Sp == Sp and Sq == Sq:
-            redo = REDO  # JS <= (Sp + Sq) log(2) / 2: never infinite for finite inputs
-        flags[i] = flag | redo
+        # bounded: JS <= (Sp + Sq) log(2) / 2 is never infinite for finite inputs
+        flags[i] = flag | _redo(res, Sp, Sq, normalize and c > 0, tiny, huge, True)

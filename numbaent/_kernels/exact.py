@@ -28,6 +28,29 @@ CHUNK_ELEMS = 1 << 20
 REDO = 4  # probability kernels: flag bit asking for the exact path (bits 1, 2: negative p, q)
 
 
+def limits(dtype):
+    """(tiny, huge): the row sums between which the probability kernels' products in math type
+    ``dtype`` (float32 or float64; a dtype or the scalar type) are exact enough."""
+    return (2.0**-100, 2.0**100) if dtype == np.float32 else (2.0**-900, 2.0**900)
+
+
+def redo_bit(res, Sp, Sq, normalize, tiny, huge, bounded):
+    """REDO when a probability kernel's row result ``res`` (row sums Sp, Sq) needs the exact path,
+    else 0: a NaN result from inputs without NaN, a +inf input, a non-finite result from sums
+    beyond ``huge`` (or any non-finite result when the function is ``bounded`` for finite inputs,
+    as JS), or with ``normalize`` a row sum outside [tiny, huge]. Plain Python: compiled by both
+    the cpu kernels (njit) and the cuda kernels (device function), so both flag the same rows."""
+    if Sp != Sp or Sq != Sq:  # a NaN input: the row is NaN, nothing to redo
+        return 0
+    if res != res or Sp == np.inf or Sq == np.inf:  # +inf input: the row is NaN (contract)
+        return REDO
+    if not (abs(res) < np.inf) and (bounded or Sp > huge or Sq > huge):
+        return REDO
+    if normalize and not (tiny <= Sp and Sp <= huge and tiny <= Sq and Sq <= huge):
+        return REDO
+    return 0
+
+
 def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
