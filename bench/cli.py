@@ -38,6 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--reps", type=int, default=None, help="timed repetitions (default 5, --quick 1)"
     )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds of pause before every timed call, the same for every implementation, so "
+        "that the worker threads other libraries leave spinning after a call go idle first "
+        "(default 0.1, --quick 0)",
+    )
     p.add_argument("--no-peers", action="store_true", help="only numbaent's own backends")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU implementations")
     p.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
@@ -55,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.reps = 1 if a.quick else 5
     if a.reps < 1:
         p.error("--reps must be >= 1")
+    if a.settle is None:
+        a.settle = 0.0 if a.quick else 0.1
+    if a.settle < 0:
+        p.error("--settle must be >= 0")
     return a
 
 
@@ -80,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     run: report.Run = []
     for wl in wls:
-        res = run_workload(wl, impls, a.reps, seed=a.seed, oracle_max_s=a.oracle_max_s)
+        res = run_workload(
+            wl, impls, a.reps, seed=a.seed, oracle_max_s=a.oracle_max_s, settle_s=a.settle
+        )
         run.append((wl, res))
 
     config = {
@@ -88,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else list(argv),
         "quick": a.quick,
         "reps": a.reps,
+        "settle_s": a.settle,
         "peers": not a.no_peers,
         "seed": a.seed,
         "only": a.only,

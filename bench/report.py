@@ -17,7 +17,8 @@ NOTES = """\
 Notes:
 - GB/s = input bytes read per call (formula per workload above; outputs not counted) / min time.
   Rows/s = rows / min time. Warm-up (JIT compile) call excluded; implementations are timed
-  interleaved, round robin within each repetition.
+  interleaved, round robin within each repetition, with a pause (settle) before every timed call,
+  the same for all, so that the worker threads a previous call left spinning have gone idle.
 - speedup = peer min time / numbaent min time (> 1: numbaent faster). "Best peer" is the fastest
   peer on the same device whose result agreed with the reference.
 - Each result is checked once against the numbaent `numpy` oracle (itself checked against the
@@ -84,7 +85,7 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
     parts = [
         "# numbaent benchmark",
         "",
-        f"{config['created']} — reps={config['reps']}"
+        f"{config['created']} — reps={config['reps']}, settle={config.get('settle_s', 0):g} s"
         + (", --quick (reduced shapes)" if config["quick"] else "")
         + ("" if config["peers"] else ", --no-peers"),
         "",

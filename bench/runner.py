@@ -177,8 +177,13 @@ def run_workload(
     reps: int,
     seed: int = 0,
     oracle_max_s: float = 10.0,
+    settle_s: float = 0.0,
 ) -> dict[str, Result]:
-    """Benchmark ``wl`` on ``impls``; returns impl key -> Result (in ``impls`` order)."""
+    """Benchmark ``wl`` on ``impls``; returns impl key -> Result (in ``impls`` order).
+
+    ``settle_s``: pause before every timed call (not timed). On a 2-core machine, the OpenMP /
+    Eigen worker threads of the previous call (torch, JAX, numbaent's own) keep spinning for a
+    while after it returns and take a core from whoever runs next; short calls suffered most."""
     t0 = time.perf_counter()
     inputs = wl.make_inputs(seed)
     _log(
@@ -268,6 +273,8 @@ def run_workload(
                 res = results[impl.key]
                 if res.status != "ok":
                     continue
+                if settle_s > 0:
+                    time.sleep(settle_s)
                 try:
                     t = time.perf_counter()
                     fn()

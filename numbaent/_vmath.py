@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 # 'contract' (FMA) only: it keeps the magic-number rounding and Cody-Waite reduction exact (an FMA
@@ -88,6 +89,27 @@ def bits_of(typingctx, x):
         return types.int32(x), lambda c, b, s, a: b.bitcast(a[0], ir.IntType(32))
     if x == types.float64:
         return types.int64(x), lambda c, b, s, a: b.bitcast(a[0], ir.IntType(64))
+    return None
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to fetch the cache line of ``arr[idx]`` (1-D array, no bounds check: a prefetch
+    never faults, so an index past the end is harmless). llvm.prefetch, read, keep in all levels."""
+    if isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer):
+
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = builder.gep(ary.data, [args[1]])
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+            return context.get_dummy_value()
+
+        return types.none(arr, idx), codegen
     return None
 
 
@@ -163,6 +185,33 @@ def expm32(x):
     y, fk = _exp32_core(x)
     y = y * f32_from_bits((_I32(fk) + _I32(127)) << _I32(23))
     return _F32(0.0) if x < _F32(-87.33) else y
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def exps32(d):
+    """exp for the terms of a sum that is >= 1 (d = x - max <= 0, or NaN): 11 vector ops against
+    expm32's 14, for the bfloat16 kernels, which are bound by arithmetic, not memory.
+
+    * d < -86 is clamped to -86: -inf gives 4.5e-38, not 0 (invisible next to the max's exact 1;
+      never use this where a term is multiplied by d or the sum may be all such terms).
+    * One Cody-Waite step with ln 2 rounded to float32 (error |k| * 1.9e-9, below 2.5e-7 at the
+      clamp), a degree-5 polynomial with p(0) = 1 exactly (fitted minimax for relative error, 9e-8),
+      and the bias folded into the rounding constant: bits(t) << 23 is 2**k's bits.
+      Within 3 ulp for d >= -10, 7 ulp at the clamp (tests/test_vmath.py); exps32(0) = 1 exactly.
+    * NaN propagates through the final multiply (the bits of 2**k are garbage for a NaN d).
+    * d in (0, 88] also gives exp(d); larger d gives garbage (callers keep d <= 0).
+    """
+    d = d if not (d < _F32(-86.0)) else _F32(-86.0)  # NaN stays NaN
+    t = d * _F32(1.44269504088896341) + _F32(12583039.0)  # 1.5 * 2**23 + 127
+    fk = t - _F32(12583039.0)
+    r = d - fk * _F32(0.6931471805599453)
+    y = _F32(0.008290222845971584)
+    y = y * r + _F32(0.04189842566847801)
+    y = y * r + _F32(0.16667640209197998)
+    y = y * r + _F32(0.49999144673347473)
+    y = y * r + _F32(0.9999997019767761)
+    y = y * r + _F32(1.0)
+    return y * f32_from_bits(bits_of(t) << _I32(23))
 
 
 # --------------------------------------------------------------------------------------------------
