@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .._vmath import cst, exps32, f32_from_bits, key, ld, prefetch, unkey, vexpm
+from .._vmath import cst, expk32, exps32, f32_from_bits, key, ld, prefetch, unkey, vexpm
 
 # np.float64(x), never float(x), to widen: inside Numba, float() of a float32 is a float32, so
 # float(m) - float(x) for m = 3e38, x = -3e38 overflowed (and 0 * inf made a softmax entropy NaN)
@@ -213,29 +213,39 @@ def row_lse_onepass(r, like):
 # --------------------------------------------------------------------------------------------------
 # bfloat16 rows. Reading 2 bytes per element, these kernels are bound by arithmetic, not memory, so
 # they take a different route from the float32 one-pass blocks above (23 vector ops per 16 elements
-# there): per block, (1) the exact max over 16-bit keys, 32 lanes per vector (~1.5 ops per 32
-# elements), then (2) the exp-sum against the new running max with exps32 (11 ops) on elements
-# decoded two at a time from 32-bit words (one AND or one shift each, full-width loads). Terms are
-# then <= 1 and the max's own term is exactly 1, so S >= 1 holds without at_least_one's repair.
+# there, and a 512-bit op costs as much as two 256-bit ones on this CPU). Per block of BLOCK:
+#   1. the exact max and min over 16-bit keys, 32 lanes per vector (~2 ops per 32 elements);
+#   2. the exp-sum against the running max m, elements decoded two at a time from 32-bit words
+#      (one AND or one shift each, full-width loads), with
+#        - expk32 (10 ops) when the block lies in [m - 86, m] and within +-64: exp(x - K ln 2) for
+#          a K fixed per max, the sum scaled by exp(K ln 2 - m) in float64; this saves the x - m;
+#        - otherwise exps32 on x - m (12 ops, clamped: -inf, NaN, huge ranges).
+# Terms are <= 1 (the max's own term is 1 within 1e-7; at_least_one repairs S < 1).
 
 _I16 = np.int16
 _I32 = np.int32
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
 KEY16_NINF = -32641  # key16 of bfloat16 -inf (0xFF80); NaN with the sign bit set sorts below it
+KEY16_MAX = 32767
 
 
 @njit(**BLK)
-def block_max_bf16(r, lo, hi):
-    """Max of the bfloat16 bits r[lo:hi] as float32, with block_max's NaN rule (a NaN with the sign
-    bit clear is the max; one with it set sorts below -inf and is left to the sum, which it makes
-    NaN)."""
+def block_range_bf16(r, lo, hi):
+    """(max, min) of the bfloat16 bits r[lo:hi] as float32. The max follows block_max's NaN rule (a
+    NaN with the sign bit clear is the max); a NaN with the sign bit set is the min (it sorts below
+    -inf), which then fails every range test and sends the block to exps32, which keeps the NaN."""
     r = r[lo:hi]
     k = _I16(KEY16_NINF)
+    kmin = _I16(KEY16_MAX)
     for j in range(hi - lo):
         b = _I16(r[j])
         kk = _I16(b ^ _I16(_I16(b >> _I16(15)) & _I16(0x7FFF)))
         k = kk if kk > k else k
+        kmin = kk if kk < kmin else kmin
     b = _I32(k ^ _I16(_I16(k >> _I16(15)) & _I16(0x7FFF)))
-    return f32_from_bits(b << _I32(16))
+    bmin = _I32(kmin ^ _I16(_I16(kmin >> _I16(15)) & _I16(0x7FFF)))
+    return f32_from_bits(b << _I32(16)), f32_from_bits(bmin << _I32(16))
 
 
 @njit(**BLK)
@@ -246,6 +256,16 @@ def _sumexp_pairs(w, m):
     for j in range(w.shape[0]):
         u = w[j]
         s += exps32(f32_from_bits(u << _I32(16)) - m) + exps32(f32_from_bits(u & _I32(-65536)) - m)
+    return s
+
+
+@njit(**BLK)
+def _sumexpk_pairs(w, mk):
+    """sum expk32(x, mk) over the pairs in ``w`` (see expk32 for the range it needs)."""
+    s = np.float32(0.0)
+    for j in range(w.shape[0]):
+        u = w[j]
+        s += expk32(f32_from_bits(u << _I32(16)), mk) + expk32(f32_from_bits(u & _I32(-65536)), mk)
     return s
 
 
@@ -262,29 +282,47 @@ def row_lse_bf16(r, like):
     odd = (r.ctypes.data >> 1) & 1 if c > 0 else 0
     w = r[odd : odd + 2 * ((c - odd) // 2)].view(np.int32)
     m = np.float32(NINF)
+    mk = np.float32(0.0)  # expk32's constant for the current m, and its sums' scale to m
+    fac = 0.0
     S = 0.0
     lo = 0
     while lo < c:
         hi = min(lo + BLOCK, c) if lo >= odd else odd
-        bm = update_max(m, block_max_bf16(r, lo, hi))
+        bm, bmin = block_range_bf16(r, lo, hi)
+        bm = update_max(m, bm)
         for j in range(hi + BLOCK, min(hi + 2 * BLOCK, c), 32):  # 64-byte lines
             prefetch(r, j)
         if bm != m:  # a NaN max keeps S NaN: S * rescale(NaN) and every NaN term
             S *= rescale(m, bm)
             m = bm
+            if m >= np.float32(-64.0) and m <= np.float32(64.0):
+                K = np.floor(np.float64(m) * _LOG2E + 0.5)
+                mk = np.float32(12583039.0 - K)
+                fac = math.exp(K * _LN2 - np.float64(m))
         if m == NINF:  # all -inf so far: terms are 0, or NaN for a NaN (exps32 would give 4.5e-38)
             S += np.float64(block_sumexp(r, lo, hi, np.float32(0.0)))
+            lo = hi
+            continue
+        n2 = (hi - lo) // 2
+        k = (lo - odd) // 2
+        # a NaN m or bmin fails this test; mk and fac are current whenever it passes (m <= 64 and
+        # m >= bmin >= -64)
+        if bmin >= m - np.float32(86.0) and bmin >= np.float32(-64.0) and m <= np.float32(64.0):
+            s = np.float32(0.0)
+            if n2 > 0:
+                s = _sumexpk_pairs(w[k : k + n2], mk)
+            if (hi - lo) & 1:
+                s += expk32(ld(r[hi - 1]), mk)
+            S += np.float64(s) * fac
         else:  # x - m <= 0, or NaN (a NaN element, a NaN or +inf max): exps32 keeps the NaN
             s = np.float32(0.0)
-            n2 = (hi - lo) // 2
             if n2 > 0:
-                k = (lo - odd) // 2
                 s = _sumexp_pairs(w[k : k + n2], m)
             if (hi - lo) & 1:
                 s += exps32(ld(r[hi - 1]) - m)
             S += np.float64(s)
         lo = hi
-    return m, S
+    return m, at_least_one(S, m)
 
 
 def row_lse(r, like):
