@@ -224,28 +224,43 @@ def row_lse_onepass(r, like):
 
 _I16 = np.int16
 _I32 = np.int32
+_U16 = np.uint16
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
-KEY16_NINF = -32641  # key16 of bfloat16 -inf (0xFF80); NaN with the sign bit set sorts below it
-KEY16_MAX = 32767
 
 
 @njit(**BLK)
-def block_range_bf16(r, lo, hi):
-    """(max, min) of the bfloat16 bits r[lo:hi] as float32. The max follows block_max's NaN rule (a
-    NaN with the sign bit clear is the max); a NaN with the sign bit set is the min (it sorts below
-    -inf), which then fails every range test and sends the block to exps32, which keeps the NaN."""
+def _raw_range16(r, lo, hi):
+    """(signed max, unsigned max, unsigned min) of the raw 16-bit patterns r[lo:hi]: 3 ops per 32
+    elements, no key transform (90 Gel/s in L1 against 67 for max and min of order keys)."""
     r = r[lo:hi]
-    k = _I16(KEY16_NINF)
-    kmin = _I16(KEY16_MAX)
+    smax = _I16(-32768)
+    umax = _U16(0)
+    umin = _U16(65535)
     for j in range(hi - lo):
-        b = _I16(r[j])
-        kk = _I16(b ^ _I16(_I16(b >> _I16(15)) & _I16(0x7FFF)))
-        k = kk if kk > k else k
-        kmin = kk if kk < kmin else kmin
-    b = _I32(k ^ _I16(_I16(k >> _I16(15)) & _I16(0x7FFF)))
-    bmin = _I32(kmin ^ _I16(_I16(kmin >> _I16(15)) & _I16(0x7FFF)))
-    return f32_from_bits(b << _I32(16)), f32_from_bits(bmin << _I32(16))
+        u = r[j]
+        b = _I16(u)
+        smax = b if b > smax else smax
+        umax = u if u > umax else umax
+        umin = u if u < umin else umin
+    return smax, umax, umin
+
+
+@njit(**ROW)
+def block_range_bf16(r, lo, hi):
+    """(max, min) of the bfloat16 bits r[lo:hi] (lo < hi) as float32.
+
+    From the raw patterns: non-negative values order as signed integers and sit above every
+    negative one; negative values order by magnitude, as unsigned integers. So the max is the
+    signed max when that is >= 0, else (all negative) the unsigned min; the min is the unsigned max
+    when it has the sign bit, else (none negative) the unsigned min. NaN: a NaN with the sign bit
+    clear is the max (block_max's rule); one with it set is the min, below -inf, which fails every
+    range test and sends the block to exps32, which keeps the NaN (a block of nothing but such NaNs
+    gets it as its max too: the row is NaN either way)."""
+    smax, umax, umin = _raw_range16(r, lo, hi)
+    mx = _I32(smax) & _I32(0xFFFF) if smax >= 0 else _I32(umin)
+    mn = _I32(umax) if umax >= _U16(0x8000) else _I32(umin)
+    return f32_from_bits(mx << _I32(16)), f32_from_bits(mn << _I32(16))
 
 
 @njit(**BLK)
