@@ -127,6 +127,8 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
         ]
         parts += [_table(sh, srows), ""]
 
+    parts += _half_vs_f32(run)
+
     parts += ["## Workloads", ""]
     wrows = [
         [wl.name, f"{wl.rows}x{wl.cols}", wl.dtype, wl.bytes_formula, f"{wl.input_bytes:,}"]
@@ -167,6 +169,27 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
     dh = ["workload", "impl", "min s", "median s", "GB/s", "Mrows/s", "1st call s", "check", "note"]
     parts += [_table(dh, [[c.replace("|", "\\|") for c in r] for r in drows]), "", NOTES, ""]
     return "\n".join(parts)
+
+
+def _half_vs_f32(run: Run) -> list[str]:
+    """Rows/s of every bfloat16 workload over its float32 twin (same op and shape), per
+    numbaent backend: the reading that matters for half inputs is rows per second, not GB/s."""
+    by_name = {(wl.op, wl.rows, wl.cols, wl.dtype): res for wl, res in run}
+    lines = []
+    for wl, res in run:
+        if wl.dtype != "bfloat16":
+            continue
+        twin = by_name.get((wl.op, wl.rows, wl.cols, "float32"))
+        if twin is None:
+            continue
+        for key, label in (("numbaent_cpu", "cpu"), ("numbaent_cuda", "cuda")):
+            h, f = _min(res.get(key)), _min(twin.get(key))
+            if h and f:
+                lines.append(
+                    f"- {wl.op} {wl.rows}x{wl.cols}, numbaent {label}: bfloat16 rows/s = "
+                    f"{f / h:.2f}x float32's ({h * 1e3:.2f} ms vs {f * 1e3:.2f} ms)"
+                )
+    return ["## bfloat16 against float32 (rows/s, min times)", "", *lines, ""] if lines else []
 
 
 def to_json(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[str, Any]) -> str:
