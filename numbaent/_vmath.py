@@ -95,7 +95,9 @@ def bits_of(typingctx, x):
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint the CPU to fetch the cache line of ``arr[idx]`` (1-D array, no bounds check: a prefetch
-    never faults, so an index past the end is harmless). llvm.prefetch, read, keep in all levels."""
+    never faults, so an index past the end is harmless). llvm.prefetch, read, keep in all levels.
+    Declared unmangled: LLVM's auto-upgrade names it for the pointer type (``.p0`` with opaque
+    pointers, ``.p0i8`` before), so one declaration serves every llvmlite numba>=0.59 brings."""
     if isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer):
 
         def codegen(context, builder, sig, args):
@@ -105,7 +107,7 @@ def prefetch(typingctx, arr, idx):
             i8p = ir.IntType(8).as_pointer()
             i32 = ir.IntType(32)
             fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
             builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
             return context.get_dummy_value()
 
