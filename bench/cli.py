@@ -42,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--settle",
         type=float,
         default=None,
-        help="seconds of busy pause before every timed call, the same for every implementation, "
-        "so that the worker threads other libraries leave spinning after a call go idle first "
-        "(default 0.02, --quick 0)",
+        help="before every timed call, the same for every implementation, busy-wait until no "
+        "other thread of the process is busy (worker threads a previous call left spinning), "
+        "at most this many seconds (default 0.2, --quick 0)",
     )
     p.add_argument("--no-peers", action="store_true", help="only numbaent's own backends")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU implementations")
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.reps < 1:
         p.error("--reps must be >= 1")
     if a.settle is None:
-        a.settle = 0.0 if a.quick else 0.02
+        a.settle = 0.0 if a.quick else 0.2
     if a.settle < 0:
         p.error("--settle must be >= 0")
     return a

@@ -85,7 +85,7 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
     parts = [
         "# numbaent benchmark",
         "",
-        f"{config['created']} — reps={config['reps']}, settle={config.get('settle_s', 0):g} s"
+        f"{config['created']} — reps={config['reps']}, settle <= {config.get('settle_s', 0):g} s"
         + (", --quick (reduced shapes)" if config["quick"] else "")
         + ("" if config["peers"] else ", --no-peers"),
         "",

@@ -181,9 +181,10 @@ def run_workload(
 ) -> dict[str, Result]:
     """Benchmark ``wl`` on ``impls``; returns impl key -> Result (in ``impls`` order).
 
-    ``settle_s``: busy pause before every timed call (not timed), the same for all. On a 2-core
-    machine, the OpenMP / Eigen worker threads of the previous call (torch, JAX, numbaent's own)
-    keep spinning for a while after it returns and take a core from whoever runs next."""
+    ``settle_s``: before every timed call (not timed), the same for all, wait until no other
+    thread of this process is busy, at most ``settle_s`` (see _settle). On a 2-core machine the
+    OpenMP / Eigen worker threads of the previous call (torch, JAX, numbaent's own) keep
+    spinning for a while after it returns and take a core from whoever runs next."""
     t0 = time.perf_counter()
     inputs = wl.make_inputs(seed)
     _log(
@@ -302,12 +303,27 @@ def run_workload(
     return results
 
 
-def _settle(seconds: float) -> None:
-    """Busy-wait (not sleep): an idle vCPU of this VM is halted and the next call then pays
-    milliseconds to wake it (a 0.2 ms call took 0.9 ms after time.sleep(0.1), 4 ms median)."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+QUIET_WINDOW_S = 0.005
+
+
+def _settle(max_s: float) -> float:
+    """Busy-wait until this process is quiet: a QUIET_WINDOW_S window in which all its threads
+    together used no more CPU than this one spinning thread (time.process_time counts every
+    thread). Other libraries' worker threads keep spinning after a call returns (JAX's for
+    20-50 ms: a bf16 numbaent call right after a JAX call took 12.8-18 ms instead of 8.5, and the
+    round robin put numbaent after JAX in 4 of 5 repetitions). At most ``max_s``; returns the
+    time spent. Busy, not sleeping: this VM halts idle vCPUs and the next call then pays
+    milliseconds to wake them (a 0.2 ms call took 0.9 ms after time.sleep(0.1))."""
+    start = time.perf_counter()
+    end = start + max_s
+    while True:
+        w0, c0 = time.perf_counter(), time.process_time()
+        stop = w0 + QUIET_WINDOW_S
+        while time.perf_counter() < stop:
+            pass
+        w1, c1 = time.perf_counter(), time.process_time()
+        if c1 - c0 <= 1.25 * (w1 - w0) or w1 >= end:
+            return w1 - start
 
 
 def _free_device_memory() -> None:
