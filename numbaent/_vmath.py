@@ -433,6 +433,20 @@ def _ov_vexpm(x):
     return None
 
 
+def vexps(x):
+    """exp for the terms of a sum >= 1 (exps32 / expm64): tiny or -inf arguments may give a tiny
+    positive term instead of 0 in float32 (see exps32); never use it where a term is multiplied."""
+
+
+@overload(vexps)
+def _ov_vexps(x):
+    if x == types.float32:
+        return lambda x: exps32(x)
+    if x == types.float64:
+        return lambda x: expm64(x)
+    return None
+
+
 def vlog(x):
     """Natural log (log32 / log64)."""
 

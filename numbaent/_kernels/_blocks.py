@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .._vmath import cst, expk32, exps32, f32_from_bits, key, ld, prefetch, unkey, vexpm
+from .._vmath import cst, expk32, exps32, f32_from_bits, key, ld, prefetch, unkey, vexpm, vexps
 
 # np.float64(x), never float(x), to widen: inside Numba, float() of a float32 is a float32, so
 # float(m) - float(x) for m = 3e38, x = -3e38 overflowed (and 0 * inf made a softmax entropy NaN)
@@ -483,6 +483,7 @@ def tile_lse(buf, n, m, ref, s, t, want_t):
                 e = vexpm(d)
                 s[i] += e
                 t[i] += z if e == 0 else e * d
-        else:
+        else:  # terms <= 1 with the row's own 1 among them: the cheaper exp for sums (an all
+            # -inf row gets 4.5e-38 per term instead of 0, and stays -inf through its m)
             for i in range(n):
-                s[i] += vexpm(col[i] - ref[i])
+                s[i] += vexps(col[i] - ref[i])
