@@ -190,6 +190,18 @@ def expm32(x):
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
+def _exps_poly(r):
+    # exp(r) on |r| <= ln2/2 for exps32 / expk32: degree 5, fitted minimax for relative error
+    # (9.2e-8) with p(0) = 1 exactly, so that a sum's own max term is exactly 1
+    y = _F32(0.008290222845971584)
+    y = y * r + _F32(0.04189842566847801)
+    y = y * r + _F32(0.16667640209197998)
+    y = y * r + _F32(0.49999144673347473)
+    y = y * r + _F32(0.9999997019767761)
+    return y * r + _F32(1.0)
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def exps32(d):
     """exp for the terms of a sum that is >= 1 (d = x - max <= 0, or NaN): 11 vector ops against
     expm32's 14, for the bfloat16 kernels, which are bound by arithmetic, not memory.
@@ -207,13 +219,7 @@ def exps32(d):
     t = d * _F32(1.44269504088896341) + _F32(12583039.0)  # 1.5 * 2**23 + 127
     fk = t - _F32(12583039.0)
     r = d - fk * _F32(0.6931471805599453)
-    y = _F32(0.008290222845971584)
-    y = y * r + _F32(0.04189842566847801)
-    y = y * r + _F32(0.16667640209197998)
-    y = y * r + _F32(0.49999144673347473)
-    y = y * r + _F32(0.9999997019767761)
-    y = y * r + _F32(1.0)
-    return y * f32_from_bits(bits_of(t) << _I32(23))
+    return _exps_poly(r) * f32_from_bits(bits_of(t) << _I32(23))
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
@@ -225,13 +231,7 @@ def expk32(x, mk):
     t = x * _F32(1.44269504088896341) + mk
     fk = t - mk  # round(x / ln 2)
     r = x - fk * _F32(0.6931471805599453)
-    y = _F32(0.008290222845971584)
-    y = y * r + _F32(0.04189842566847801)
-    y = y * r + _F32(0.16667640209197998)
-    y = y * r + _F32(0.49999144673347473)
-    y = y * r + _F32(0.9999997019767761)
-    y = y * r + _F32(1.0)
-    return y * f32_from_bits(bits_of(t) << _I32(23))
+    return _exps_poly(r) * f32_from_bits(bits_of(t) << _I32(23))
 
 
 # --------------------------------------------------------------------------------------------------
