@@ -190,15 +190,24 @@ def expm32(x):
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
-def _exps_poly(r):
-    # exp(r) on |r| <= ln2/2 for exps32 / expk32: degree 5, fitted minimax for relative error
-    # (9.2e-8) with p(0) = 1 exactly, so that a sum's own max term is exactly 1
+def expk32(x, mk):
+    """exp(x - K ln 2) for the terms of a sum, with mk = 1.5 * 2**23 + 127 - K (a float32 integer)
+    set once per row maximum m (K = round(m / ln 2)): no x - m per element, 10 vector ops. Needs
+    K ln 2 - 86 <= x <= K ln 2 + 88, so that 2**(k - K) is a normal number: with the bias folded
+    into the rounding constant, bits(t) << 23 are its bits. The reduction uses ln 2 rounded to
+    float32, which costs |k| * 1.9e-9 relative: below 1.8e-7 (3 ulp) for |x| <= 64. The
+    polynomial is degree 5, fitted minimax for relative error (9.2e-8) on |r| <= ln2/2 with
+    p(0) = 1 exactly, so that a sum's own max term is exactly 1."""
+    t = x * _F32(1.44269504088896341) + mk
+    fk = t - mk  # round(x / ln 2)
+    r = x - fk * _F32(0.6931471805599453)
     y = _F32(0.008290222845971584)
     y = y * r + _F32(0.04189842566847801)
     y = y * r + _F32(0.16667640209197998)
     y = y * r + _F32(0.49999144673347473)
     y = y * r + _F32(0.9999997019767761)
-    return y * r + _F32(1.0)
+    y = y * r + _F32(1.0)
+    return y * f32_from_bits(bits_of(t) << _I32(23))
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
@@ -210,28 +219,13 @@ def exps32(d):
       never use this where a term is multiplied by d or the sum may be all such terms).
     * One Cody-Waite step with ln 2 rounded to float32 (error |k| * 1.9e-9, below 2.5e-7 at the
       clamp), a degree-5 polynomial with p(0) = 1 exactly (fitted minimax for relative error, 9e-8),
-      and the bias folded into the rounding constant: bits(t) << 23 is 2**k's bits.
+      and the bias folded into the rounding constant: expk32 with K = 0.
       Within 3 ulp for d >= -10, 7 ulp at the clamp (tests/test_vmath.py); exps32(0) = 1 exactly.
     * NaN propagates through the final multiply (the bits of 2**k are garbage for a NaN d).
     * d in (0, 88] also gives exp(d); larger d gives garbage (callers keep d <= 0).
     """
     d = d if not (d < _F32(-86.0)) else _F32(-86.0)  # NaN stays NaN
-    t = d * _F32(1.44269504088896341) + _F32(12583039.0)  # 1.5 * 2**23 + 127
-    fk = t - _F32(12583039.0)
-    r = d - fk * _F32(0.6931471805599453)
-    return _exps_poly(r) * f32_from_bits(bits_of(t) << _I32(23))
-
-
-@njit(fastmath=_FM, error_model="numpy", cache=True)
-def expk32(x, mk):
-    """exp(x - K ln 2) for the terms of a sum, with mk = 1.5 * 2**23 + 127 - K (a float32 integer)
-    set once per row maximum m (K = round(m / ln 2)): no x - m per element, 10 vector ops. Needs
-    |x| <= 64 and x >= m - 86 (then 2**(k - K) is a normal number). The reduction uses ln 2 rounded
-    to float32, which costs |k| * 1.9e-9 relative: below 1.8e-7 (3 ulp) for |x| <= 64."""
-    t = x * _F32(1.44269504088896341) + mk
-    fk = t - mk  # round(x / ln 2)
-    r = x - fk * _F32(0.6931471805599453)
-    return _exps_poly(r) * f32_from_bits(bits_of(t) << _I32(23))
+    return expk32(d, _F32(12583039.0))  # K = 0: 1.5 * 2**23 + 127
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,70 +401,37 @@ def _ov_ld(v):
     return None
 
 
-def vexp(x):
-    """Full-range exp (exp32 / exp64)."""
+def _per_float(name, doc, f32, f64):
+    """A front end ``name(x)`` that Numba resolves to ``f32`` or ``f64`` by the type of x."""
+
+    def front(x):
+        pass
+
+    front.__name__ = front.__qualname__ = name
+    front.__doc__ = doc
+
+    @overload(front)
+    def _ov(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+    return front
 
 
-@overload(vexp)
-def _ov_vexp(x):
-    if x == types.float32:
-        return lambda x: exp32(x)
-    if x == types.float64:
-        return lambda x: exp64(x)
-    return None
-
-
-def vexpm(x):
-    """exp for x <= 0 (expm32 / expm64)."""
-
-
-@overload(vexpm)
-def _ov_vexpm(x):
-    if x == types.float32:
-        return lambda x: expm32(x)
-    if x == types.float64:
-        return lambda x: expm64(x)
-    return None
-
-
-def vexps(x):
-    """exp for the terms of a sum >= 1 (exps32 / expm64): tiny or -inf arguments may give a tiny
-    positive term instead of 0 in float32 (see exps32); never use it where a term is multiplied."""
-
-
-@overload(vexps)
-def _ov_vexps(x):
-    if x == types.float32:
-        return lambda x: exps32(x)
-    if x == types.float64:
-        return lambda x: expm64(x)
-    return None
-
-
-def vlog(x):
-    """Natural log (log32 / log64)."""
-
-
-@overload(vlog)
-def _ov_vlog(x):
-    if x == types.float32:
-        return lambda x: log32(x)
-    if x == types.float64:
-        return lambda x: log64(x)
-    return None
-
-
-def key(x):
-    """Order-preserving integer key of a float."""
-
-
-@overload(key)
-def _ov_key(x):
-    if x == types.float32:
-        return lambda x: key32(x)
-    if x == types.float64:
-        return lambda x: key64(x)
-    return None
+vexp = _per_float("vexp", "Full-range exp (exp32 / exp64).", exp32, exp64)
+vexpm = _per_float("vexpm", "exp for x <= 0 (expm32 / expm64).", expm32, expm64)
+vexps = _per_float(
+    "vexps",
+    "exp for the terms of a sum >= 1 (exps32 / expm64): tiny or -inf arguments may give a tiny "
+    "positive term instead of 0 in float32 (see exps32); never use it where a term is multiplied.",
+    exps32,
+    expm64,
+)
+vlog = _per_float("vlog", "Natural log (log32 / log64).", log32, log64)
+key = _per_float("key", "Order-preserving integer key of a float.", key32, key64)
 
 
 def unkey(k, like):
