@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench import impls as impls_mod
-from bench import machine, report
+from bench import machine, pairs, report
 from bench.runner import Result, run_workload
 from bench.workloads import all_workloads
 
@@ -46,6 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "other thread of the process is busy (worker threads a previous call left spinning), "
         "at most this many seconds (default 0.2, --quick 0)",
     )
+    p.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=None,
+        help="a timed sample is as many back-to-back calls as last at least this long, timed "
+        "together (one call when a call takes longer; default 20, --quick 0)",
+    )
+    p.add_argument(
+        "--pair-reps",
+        type=int,
+        default=None,
+        help="repetitions of the paired ratios (bf16/f32 CE, score/softmax_kl; default 15, "
+        "--quick 1)",
+    )
+    p.add_argument("--no-pairs", action="store_true", help="skip the paired ratios")
     p.add_argument("--no-peers", action="store_true", help="only numbaent's own backends")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU implementations")
     p.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
@@ -67,6 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.settle = 0.0 if a.quick else 0.2
     if a.settle < 0:
         p.error("--settle must be >= 0")
+    if a.min_sample_ms is None:
+        a.min_sample_ms = 0.0 if a.quick else 20.0
+    if a.min_sample_ms < 0:
+        p.error("--min-sample-ms must be >= 0")
+    if a.pair_reps is None:
+        a.pair_reps = 1 if a.quick else 15
+    if a.pair_reps < 1:
+        p.error("--pair-reps must be >= 1")
     return a
 
 
@@ -75,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     wls = all_workloads(quick=a.quick)
     if a.only:
         wls = [w for w in wls if any(w.matches(o) for o in a.only)]
-    if a.list or not wls:
+    prs = [] if a.no_pairs else pairs.select(a.quick, a.only)
+    if a.list or not (wls or prs):
         for w in all_workloads(quick=a.quick):
             print(f"{w.name:36s} (full size: {w.nominal_name}; bytes = {w.bytes_formula})")
-        if not wls:
+        for pr, r, c in pairs.select(a.quick, None):
+            print(f"{pr.name} {r}x{c}".ljust(36) + f" ({pr.statement})")
+        if not (wls or prs):
             print(f"no workload matches {a.only}", file=sys.stderr)
             return 2
         return 0
@@ -93,9 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     run: report.Run = []
     for wl in wls:
         res = run_workload(
-            wl, impls, a.reps, seed=a.seed, oracle_max_s=a.oracle_max_s, settle_s=a.settle
+            wl,
+            impls,
+            a.reps,
+            seed=a.seed,
+            oracle_max_s=a.oracle_max_s,
+            settle_s=a.settle,
+            min_sample_s=a.min_sample_ms / 1e3,
         )
         run.append((wl, res))
+    pair_res = [
+        pairs.run_pair(pr, r, c, a.pair_reps, a.seed, a.settle, a.min_sample_ms / 1e3)
+        for pr, r, c in prs
+    ]
 
     config = {
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -103,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": a.quick,
         "reps": a.reps,
         "settle_s": a.settle,
+        "min_sample_s": a.min_sample_ms / 1e3,
+        "pair_reps": a.pair_reps,
         "peers": not a.no_peers,
         "seed": a.seed,
         "only": a.only,
@@ -111,14 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     mach = machine.describe()
     mach["loadavg_start"] = load_start
-    md = report.markdown(run, impls, mach, config)
+    md = report.markdown(run, impls, mach, config, pair_res)
     print(md)
 
     if not a.no_save:
         out = a.out_dir
         out.mkdir(parents=True, exist_ok=True)
         (out / "latest.md").write_text(md)
-        (out / "latest.json").write_text(report.to_json(run, impls, mach, config))
+        (out / "latest.json").write_text(report.to_json(run, impls, mach, config, pair_res))
         title = f"numbaent benchmark — {mach['cpu_model']}, {mach['usable_cpus']} CPUs" + (
             f", GPU {mach['gpu']}" if gpu_ok and not a.no_gpu else ""
         )
@@ -130,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     bad = _numbaent_failures(run, impls)
+    bad += [f"{p.name}: {p.status} {p.detail}" for p in pair_res if p.status != "ok"]
     for line in bad:
         print("FAIL: " + line, file=sys.stderr)
     print(f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)

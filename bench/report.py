@@ -8,6 +8,8 @@ from typing import Any
 
 from bench.impls import Impl
 from bench.machine import as_markdown
+from bench.pairs import PairResult
+from bench.pairs import markdown as pairs_md
 from bench.runner import Result
 from bench.workloads import Workload
 
@@ -17,8 +19,10 @@ NOTES = """\
 Notes:
 - GB/s = input bytes read per call (formula per workload above; outputs not counted) / min time.
   Rows/s = rows / min time. Warm-up (JIT compile) call excluded; implementations are timed
-  interleaved, round robin within each repetition, with a pause (settle) before every timed call,
-  the same for all, so that the worker threads a previous call left spinning have gone idle.
+  interleaved, round robin within each repetition, with a pause (settle) before every timed
+  sample, the same for all, so that the worker threads a previous call left spinning have gone
+  idle. A sample is one call, or as many back-to-back calls as last the minimum sample time
+  (calls/sample in the details), timed together and divided by their number.
 - speedup = peer min time / numbaent min time (> 1: numbaent faster). "Best peer" is the fastest
   peer on the same device whose result agreed with the reference.
 - Each result is checked once against the numbaent `numpy` oracle (itself checked against the
@@ -80,12 +84,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[str, Any]) -> str:
+def markdown(
+    run: Run,
+    impls: list[Impl],
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    pairs: list[PairResult] | None = None,
+) -> str:
     has_gpu = any(i.device == "gpu" for i in impls)
     parts = [
         "# numbaent benchmark",
         "",
-        f"{config['created']} — reps={config['reps']}, settle <= {config.get('settle_s', 0):g} s"
+        f"{config['created']} — reps={config['reps']}, settle <= {config.get('settle_s', 0):g} s, "
+        f"samples >= {config.get('min_sample_s', 0) * 1e3:g} ms"
         + (", --quick (reduced shapes)" if config["quick"] else "")
         + ("" if config["peers"] else ", --no-peers"),
         "",
@@ -114,19 +125,20 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
     parts += [_table(header, rows), ""]
 
     # speedup of numbaent vs every other implementation on the same device
-    pairs = [("numbaent_cpu", i) for i in impls if i.device == "cpu" and i.role != "numbaent"]
-    pairs += [("numbaent_cuda", i) for i in impls if i.device == "gpu" and i.role != "numbaent"]
-    if pairs:
+    vs = [("numbaent_cpu", i) for i in impls if i.device == "cpu" and i.role != "numbaent"]
+    vs += [("numbaent_cuda", i) for i in impls if i.device == "gpu" and i.role != "numbaent"]
+    if vs:
         parts += ["## Speedup of numbaent (peer time / numbaent time)", ""]
         sh = ["workload"] + [
-            f"{'cpu' if a == 'numbaent_cpu' else 'cuda'} vs {i.label}" for a, i in pairs
+            f"{'cpu' if a == 'numbaent_cpu' else 'cuda'} vs {i.label}" for a, i in vs
         ]
         srows = [
-            [wl.name] + [_ratio(_min(res.get(i.key)), _min(res.get(a))) for a, i in pairs]
+            [wl.name] + [_ratio(_min(res.get(i.key)), _min(res.get(a))) for a, i in vs]
             for wl, res in run
         ]
         parts += [_table(sh, srows), ""]
 
+    parts += pairs_md(pairs or [])
     parts += _half_vs_f32(run)
 
     parts += ["## Workloads", ""]
@@ -150,6 +162,7 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
                     i.label,
                     f"{t:.4g}" if t else "",
                     f"{med:.4g}" if med else "",
+                    str(r.calls) if r.times else "",
                     _num(wl.input_bytes / t / 1e9) if t else "",
                     f"{wl.rows / t / 1e6:.3g}" if t else "",
                     f"{r.first_call_s:.3g}" if r.first_call_s is not None else "",
@@ -166,7 +179,18 @@ def markdown(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[
                     ),
                 ]
             )
-    dh = ["workload", "impl", "min s", "median s", "GB/s", "Mrows/s", "1st call s", "check", "note"]
+    dh = [
+        "workload",
+        "impl",
+        "min s",
+        "median s",
+        "calls/sample",
+        "GB/s",
+        "Mrows/s",
+        "1st call s",
+        "check",
+        "note",
+    ]
     parts += [_table(dh, [[c.replace("|", "\\|") for c in r] for r in drows]), "", NOTES, ""]
     return "\n".join(parts)
 
@@ -189,10 +213,17 @@ def _half_vs_f32(run: Run) -> list[str]:
                     f"- {wl.op} {wl.rows}x{wl.cols}, numbaent {label}: bfloat16 rows/s = "
                     f"{f / h:.2f}x float32's ({h * 1e3:.2f} ms vs {f * 1e3:.2f} ms)"
                 )
-    return ["## bfloat16 against float32 (rows/s, min times)", "", *lines, ""] if lines else []
+    head = "## bfloat16 against float32 across workloads (rows/s, min times; timed minutes apart)"
+    return [head, "", *lines, ""] if lines else []
 
 
-def to_json(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[str, Any]) -> str:
+def to_json(
+    run: Run,
+    impls: list[Impl],
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    pairs: list[PairResult] | None = None,
+) -> str:
     doc = {
         "schema": 1,
         "config": config,
@@ -222,6 +253,7 @@ def to_json(run: Run, impls: list[Impl], machine: dict[str, Any], config: dict[s
             }
             for wl, res in run
         ],
+        "pairs": [p.to_json() for p in pairs or []],
     }
     return json.dumps(doc, indent=2, default=str)
 

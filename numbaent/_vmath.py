@@ -19,9 +19,11 @@ Rules this module follows (learnt the hard way):
 
 Accuracy (tests/test_vmath.py checks it against NumPy over the whole float range): ``exp32`` and
 ``log32`` within 2 ulp, including subnormal results/arguments; ``exp64``/``log64`` within 2 ulp.
-``expm32``/``expm64`` are the kernels' fast variant for arguments <= 0 whose results are summed with
+``expm32``/``expm64`` are a fast variant for arguments <= 0 whose results are summed with
 something >= 1: results below the smallest normal number are flushed to 0 (they cannot change such
-a sum), which saves the second scaling multiply.
+a sum), which saves the second scaling multiply. The kernels' sums use cheaper ones still
+(``expz32``, ``exps32``, ``expk32``: one Cody-Waite step, degree 5, 3 ulp where the terms of a sum
+are large), because on this hardware the exp is what bounds every kernel that is not memory-bound.
 """
 
 from __future__ import annotations
@@ -190,24 +192,30 @@ def expm32(x):
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
-def expk32(x, mk):
-    """exp(x - K ln 2) for the terms of a sum, with mk = 1.5 * 2**23 + 127 - K (a float32 integer)
-    set once per row maximum m (K = round(m / ln 2)): no x - m per element, 10 vector ops. Needs
-    K ln 2 - 86 <= x <= K ln 2 + 88, so that 2**(k - K) is a normal number: with the bias folded
-    into the rounding constant, bits(t) << 23 are its bits. The reduction uses ln 2 rounded to
-    float32, which costs |k| * 1.9e-9 relative: below 1.8e-7 (3 ulp) for |x| <= 64. The
-    polynomial is degree 5, fitted minimax for relative error (9.2e-8) on |r| <= ln2/2 with
-    p(0) = 1 exactly, so that a sum's own max term is exactly 1."""
-    t = x * _F32(1.44269504088896341) + mk
-    fk = t - mk  # round(x / ln 2)
-    r = x - fk * _F32(0.6931471805599453)
+def _poly5(r):
+    """exp(r) on |r| <= ln2/2: degree 5, fitted minimax for relative error (9.2e-8) with p(0) = 1
+    exactly, so that a sum's own max term is exactly 1."""
     y = _F32(0.008290222845971584)
     y = y * r + _F32(0.04189842566847801)
     y = y * r + _F32(0.16667640209197998)
     y = y * r + _F32(0.49999144673347473)
     y = y * r + _F32(0.9999997019767761)
     y = y * r + _F32(1.0)
-    return y * f32_from_bits(bits_of(t) << _I32(23))
+    return y
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def expk32(x, mk):
+    """exp(x - K ln 2) for the terms of a sum, with mk = 1.5 * 2**23 + 127 - K (a float32 integer)
+    set once per row maximum m (K = round(m / ln 2)): no x - m per element, 10 vector ops. Needs
+    K ln 2 - 86 <= x <= K ln 2 + 88, so that 2**(k - K) is a normal number: with the bias folded
+    into the rounding constant, bits(t) << 23 are its bits. The reduction uses ln 2 rounded to
+    float32, which costs |k| * 1.9e-9 relative: below 1.8e-7 (3 ulp) for |x| <= 64; then
+    _poly5."""
+    t = x * _F32(1.44269504088896341) + mk
+    fk = t - mk  # round(x / ln 2)
+    r = x - fk * _F32(0.6931471805599453)
+    return _poly5(r) * f32_from_bits(bits_of(t) << _I32(23))
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
@@ -226,6 +234,27 @@ def exps32(d):
     """
     d = d if not (d < _F32(-86.0)) else _F32(-86.0)  # NaN stays NaN
     return expk32(d, _F32(12583039.0))  # K = 0: 1.5 * 2**23 + 127
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def expz32(d):
+    """exp for the terms of a sum, d = x - ref <= 64 (or NaN): 13 vector ops against expm32's 16,
+    for the float32 kernels' one-pass blocks (terms up to e**64 before the block's rescale).
+
+    * 0 below -86 (a term that cannot change a sum >= 1; anything multiplied by it stays 0 unless
+      it is infinite, which makes 0 * inf = NaN, as with expm32: the exact path then decides).
+    * expk32's degree-5 polynomial (p(0) = 1 exactly, so expz32(0) = 1) after expm32's two-step
+      Cody-Waite reduction: within 2 ulp on [-86, 64] (tests/test_vmath.py). One step (expk32
+      with K = 0, 12 ops) erred 4.7 ulp at the ends, and the first block of a row, summed against
+      the row's first element, often has terms far above 1.
+    * NaN propagates; -inf and huge negative d give 0 (the select drops expk32's garbage there).
+    """
+    t = d * _F32(1.44269504088896341) + _F32(12583039.0)  # 1.5 * 2**23 + 127: bias folded in
+    fk = t - _F32(12583039.0)  # round(d / ln 2)
+    r = d - fk * _F32(0.693359375)  # two-step Cody-Waite: exact for |k| < 2**11
+    r = r - fk * _F32(-2.12194440e-4)
+    y = _poly5(r) * f32_from_bits(bits_of(t) << _I32(23))
+    return _F32(0.0) if d < _F32(-86.0) else y
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,7 +451,12 @@ def _per_float(name, doc, f32, f64):
 
 
 vexp = _per_float("vexp", "Full-range exp (exp32 / exp64).", exp32, exp64)
-vexpm = _per_float("vexpm", "exp for x <= 0 (expm32 / expm64).", expm32, expm64)
+vexpz = _per_float(
+    "vexpz",
+    "exp for the terms of a sum, x <= 64; 0 below -86 in float32 (expz32 / expm64).",
+    expz32,
+    expm64,
+)
 vexps = _per_float(
     "vexps",
     "exp for the terms of a sum >= 1 (exps32 / expm64): tiny or -inf arguments may give a tiny "

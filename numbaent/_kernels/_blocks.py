@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .._vmath import cst, expk32, exps32, f32_from_bits, key, ld, prefetch, unkey, vexpm, vexps
+from .._vmath import cst, expk32, exps32, f32_from_bits, key, ld, prefetch, unkey, vexps, vexpz
 
 # np.float64(x), never float(x), to widen: inside Numba, float() of a float32 is a float32, so
 # float(m) - float(x) for m = 3e38, x = -3e38 overflowed (and 0 * inf made a softmax entropy NaN)
@@ -76,7 +76,7 @@ def block_sumexp(r, lo, hi, m):
     r = r[lo:hi]
     s = cst(m, 0.0)
     for j in range(hi - lo):
-        s += vexpm(cst(m, ld(r[j])) - m)
+        s += vexpz(cst(m, ld(r[j])) - m)
     return s
 
 
@@ -92,7 +92,7 @@ def block_sumexp_max(r, lo, hi, ref):
         v = cst(ref, ld(r[j]))
         kk = key(v)
         k = kk if kk > k else k
-        s += vexpm(v - ref)
+        s += vexpz(v - ref)
     return s, unkey(k, ref)
 
 
@@ -109,7 +109,7 @@ def block_sumexp_t_max(r, lo, hi, ref):
         kk = key(v)
         k = kk if kk > k else k
         d = v - ref
-        e = vexpm(d)
+        e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
     return s, t, unkey(k, ref)
@@ -126,7 +126,7 @@ def block_sumexp_t(r, lo, hi, m):
     t = z
     for j in range(hi - lo):
         d = cst(m, ld(r[j])) - m
-        e = vexpm(d)
+        e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
     return s, t
@@ -480,7 +480,7 @@ def tile_lse(buf, n, m, ref, s, t, want_t):
         if want_t:
             for i in range(n):
                 d = col[i] - ref[i]
-                e = vexpm(d)
+                e = vexpz(d)
                 s[i] += e
                 t[i] += z if e == 0 else e * d
         else:  # terms <= 1 with the row's own 1 among them: the cheaper exp for sums (an all

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._vmath import cst, key, ld, mul3, unkey, vexp, vexpm, vlog
+from .._vmath import cst, key, ld, mul3, unkey, vexp, vexpz, vlog
 from ._blocks import (
     BLK,
     BLOCK,
@@ -95,7 +95,7 @@ def _blk_linear(r, t, w, a, b, lo, hi, rm):
     lin = z
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
-        s += vexpm(xv - rm)
+        s += vexpz(xv - rm)
         wj = cst(rm, w[j])
         qj = cst(rm, ld(t[j])) * a + b
         cs += wj * qj
@@ -227,9 +227,9 @@ def blk_kl(rp, rq, lo, hi, ra, rb, it):
         av = cst(ra, ld(rp[j]))
         da = av - ra
         db = cst(ra, ld(rq[j])) - rb
-        ea = vexpm(da * it)
+        ea = vexpz(da * it)
         sa += ea
-        sb += vexpm(db * it)
+        sb += vexpz(db * it)
         # the RAW teacher logit decides (a - ra overflows to -inf for a = -3e38, ra = 3e38)
         u += z if av == NINF else ea * (da - db)
     return sa, sb, u
@@ -255,9 +255,9 @@ def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
         kb = kk if kk > kb else kb
         da = av - ra
         db = bv - rb
-        ea = vexpm(da * it)
+        ea = vexpz(da * it)
         sa += ea
-        sb += vexpm(db * it)
+        sb += vexpz(db * it)
         u += z if av == NINF else ea * (da - db)  # the raw teacher logit decides (see blk_kl)
     return sa, sb, u, unkey(ka, ra), unkey(kb, ra)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._vmath import cst, key, ld, unkey, vexpm
+from .._vmath import cst, key, ld, unkey, vexpz
 from ._blocks import (
     BLK,
     BLOCK,
@@ -50,12 +50,12 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         d = xv - rm
-        e = vexpm(d)
+        e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
         av = cst(rm, ld(rt[j]))
         da = av - rt_
-        et = vexpm(da)
+        et = vexpz(da)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides (a - ref overflows)
     return s, t, st, u
@@ -82,11 +82,11 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
         kk = key(av)
         kt = kk if kk > kt else kt
         d = xv - rm
-        e = vexpm(d)
+        e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
         da = av - rt_
-        et = vexpm(da)
+        et = vexpz(da)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
     return s, t, st, u, unkey(k, rm), unkey(kt, rm)
@@ -109,13 +109,13 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         d = xv - rm
-        e = vexpm(d)
+        e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
-        sb += vexpm(d * it)
+        sb += vexpz(d * it)
         av = cst(rm, ld(rt[j]))
         da = av - rt_
-        et = vexpm(da * it)
+        et = vexpz(da * it)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
     return s, t, sb, st, u
@@ -163,6 +163,7 @@ def score(
         S = 0.0
         T = 0.0
         am = 0
+        amlo = -1  # the block that first reached the current max (scanned once, at the end)
         St = 0.0
         U = 0.0
         Sb = 0.0
@@ -203,7 +204,7 @@ def score(
                 if not one_t:
                     Sb *= rescale_t(m, bm, inv_t)
                 if bm > m:
-                    am = _first_index(r, lo, hi, bm, lse)
+                    amlo = lo
                 m = bm
             if done:
                 continue
@@ -221,6 +222,8 @@ def score(
                 U += np.float64(u)
             S += np.float64(s)
             T += np.float64(t)
+        if amlo >= 0:
+            am = _first_index(r, amlo, min(amlo + BLOCK, c), m, lse)
         S = at_least_one(S, m)
         logS = np.log(S)
         lse[i] = np.float64(m) + logS
