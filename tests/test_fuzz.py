@@ -1201,6 +1201,34 @@ def test_known_kl_minus_inf_in_q(backend):
     )
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_known_kl_flushed_term_times_a_huge_gap(backend):
+    """Found by the large fuzz profile: p = softmax([88, -0.4]), q = softmax([3e38, -0.4]). The
+    KL is p_1 (log p_1 - log q_1) = e^-88.4 * 3e38 = 1.22, a term whose exp float32 flushes to 0
+    (the kernels returned 0). One block, several blocks (the far value in the second), the
+    two-pass path (a -inf first element) and a temperature, for softmax_kl_divergence and
+    score's teacher KL."""
+    kl = ne.softmax_kl_divergence
+
+    def score(s, tl, **k):
+        return ne.score(s, teacher_logits=tl, **k)
+
+    for gap in (86.5, 88.0, 100.0):
+        p = np.array([[gap, -0.4]], np.float32)
+        q = np.array([[3e38, -0.4]], np.float32)
+        for T in (1.0, 2.0):
+            _vs_oracle(backend, kl, (p, q), {"temperature": T}, f"1 block {gap} T={T}")
+            _vs_oracle(backend, score, (q, p), {"temperature": T}, f"score {gap} T={T}")
+        p = np.zeros((2, 2500), np.float32)
+        q = np.zeros((2, 2500), np.float32)
+        p[:, 0], q[:, 0] = gap, 3e38
+        p[:, 1300], q[:, 1300] = -gap, -3e38  # far below in the second block
+        p[1, 0] = -np.inf  # row 1: no finite first reference, two passes per block
+        for T in (1.0, 0.5):
+            _vs_oracle(backend, kl, (p, q), {"temperature": T}, f"blocks {gap} T={T}")
+            _vs_oracle(backend, score, (q, p), {"temperature": T}, f"score blocks {gap} T={T}")
+
+
 def test_known_oracle_zero_weight():
     """The oracle (backend="numpy") gives 0 for a row whose label has class weight 0 even when the
     row's logits hold NaN, +inf or are all -inf; the contract (and torch, and the cpu kernels)

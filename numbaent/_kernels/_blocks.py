@@ -429,6 +429,50 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     return f * U + (db - da) * (f * Sa), f * Sa
 
 
+# A KL term exp((a - ra) it) * ((a - ra) - (b - rb)) whose exp the float32 sums flush to 0 (exponent
+# below -86, see expz32) is not negligible when b sits ~1e20 or more below its reference: with
+# p = softmax([88, 0]) and q = softmax([3e38, 0]) it is the whole KL, 1.22. Blocks where q holds
+# such a value (its min, from the one-pass loop, or any block of the two-pass path) are checked
+# term by term, and redone in float64 where a flushed term counts (exponent above -200).
+KL_FAR = 1e20
+
+
+@njit(**BLK)
+def kl_flush_risk(rp, rq, lo, hi, ra, rb, it):
+    """Whether some term of the block has its exp flushed (exponent in (-200, -86)) while its
+    factor (a - ra) - (b - rb), times it, exceeds KL_FAR."""
+    rp = rp[lo:hi]
+    rq = rq[lo:hi]
+    lo_e = cst(ra, -200.0)
+    hi_e = cst(ra, -86.0)
+    far = cst(ra, KL_FAR)
+    n = 0
+    for j in range(hi - lo):
+        da = cst(ra, ld(rp[j])) - ra
+        e = da * it
+        w = (da - (cst(ra, ld(rq[j])) - rb)) * it
+        n += 1 if (e < hi_e and e > lo_e and w > far) else 0
+    return n > 0
+
+
+@njit(**ROW)
+def kl_far_below(bmin, rb, it64, like):
+    """Whether q's block min is far enough below its reference rb for kl_flush_risk to matter
+    (float32 only: float64 sums flush at -708, where no float64 logit gap can make up for it)."""
+    return is_f32(like) and np.float64(bmin) < np.float64(rb) - KL_FAR / it64
+
+
+def is_f32(like):
+    """Whether ``like`` (a float scalar or array) is float32, as a compile-time constant."""
+
+
+@overload(is_f32)
+def _ov_is_f32(like):
+    t = like.dtype if isinstance(like, types.Array) else like
+    v = t == types.float32
+    return lambda like: v
+
+
 @njit(**ROW)
 def kl_from_states(U, Sa, Sb, it):
     return (it * U) / Sa + (np.log(Sb) - np.log(Sa))

@@ -24,6 +24,9 @@ from ._blocks import (
     TILE_GROUP,
     at_least_one,
     block_max,
+    is_f32,
+    kl_far_below,
+    kl_flush_risk,
     kl_from_states,
     kl_move,
     nonneg,
@@ -237,7 +240,8 @@ def blk_kl(rp, rq, lo, hi, ra, rb, it):
 
 @njit(**BLK)
 def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
-    """blk_kl against the references of earlier blocks, plus both raw block maxima (one pass)."""
+    """blk_kl against the references of earlier blocks, plus both raw block maxima and b's raw
+    block min (one pass)."""
     rp = rp[lo:hi]
     rq = rq[lo:hi]
     z = cst(ra, 0.0)
@@ -246,6 +250,7 @@ def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
     u = z
     ka = key(cst(ra, NINF))
     kb = ka
+    kbmin = key(cst(ra, np.inf))
     for j in range(hi - lo):
         av = cst(ra, ld(rp[j]))
         bv = cst(ra, ld(rq[j]))
@@ -253,13 +258,22 @@ def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
         ka = kk if kk > ka else ka
         kk = key(bv)
         kb = kk if kk > kb else kb
+        kbmin = kk if kk < kbmin else kbmin
         da = av - ra
         db = bv - rb
         ea = vexpz(da * it)
         sa += ea
         sb += vexpz(db * it)
         u += z if av == NINF else ea * (da - db)  # the raw teacher logit decides (see blk_kl)
-    return sa, sb, u, unkey(ka, ra), unkey(kb, ra)
+    return sa, sb, u, unkey(ka, ra), unkey(kb, ra), unkey(kbmin, ra)
+
+
+@njit(**ROW)
+def _kl_exact_block(rp, rq, lo, hi, ra, rb, it, it64, sa, sb, u):
+    """The block's sums again in float64 when a term flushed to 0 in float32 counts (see KL_FAR)."""
+    if kl_flush_risk(rp, rq, lo, hi, ra, rb, it):
+        return blk_kl(rp, rq, lo, hi, np.float64(ra), np.float64(rb), it64)
+    return np.float64(sa), np.float64(sb), np.float64(u)
 
 
 @njit(**ROW)
@@ -284,8 +298,10 @@ def row_kl(rp, rq, it, it64, like):
         hi = min(lo + BLOCK, c)
         done = False
         if ma != NINF and mb != NINF:
-            sa, sb, u, fa, fb = blk_kl_max(rp, rq, lo, hi, ma, mb, it)
+            sa, sb, u, fa, fb, fbmin = blk_kl_max(rp, rq, lo, hi, ma, mb, it)
             done = fa <= ma + slack and fb <= mb + slack
+            if done and kl_far_below(fbmin, mb, it64, like):
+                sa, sb, u = _kl_exact_block(rp, rq, lo, hi, ma, mb, it, it64, sa, sb, u)
         if done:
             Sa += np.float64(sa)
             Sb += np.float64(sb)
@@ -302,6 +318,10 @@ def row_kl(rp, rq, it, it64, like):
             mb = bmb
         if not done:
             sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), it)
+            if is_f32(like):
+                sa, sb, u = _kl_exact_block(
+                    rp, rq, lo, hi, ref_of(ma), ref_of(mb), it, it64, sa, sb, u
+                )
             Sa += np.float64(sa)
             Sb += np.float64(sb)
             U += np.float64(u)

@@ -25,6 +25,9 @@ from ._blocks import (
     block_max,
     block_sumexp_t,
     block_sumexp_t_max,
+    is_f32,
+    kl_far_below,
+    kl_flush_risk,
     kl_from_states,
     kl_move,
     nonneg,
@@ -63,8 +66,9 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
 
 @njit(**BLK)
 def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
-    """As _blk_teacher against the references of earlier blocks, plus both block maxima in the same
-    pass (see SLACK in _blocks: the caller redoes the block when a max jumps too far)."""
+    """As _blk_teacher against the references of earlier blocks, plus both block maxima and the
+    model's block min in the same pass (see SLACK in _blocks: the caller redoes the block when a
+    max jumps too far; KL_FAR for the min)."""
     r = r[lo:hi]
     rt = rt[lo:hi]
     z = cst(rm, 0.0)
@@ -74,11 +78,13 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
     u = z
     k = key(cst(rm, NINF))
     kt = k
+    kmin = key(cst(rm, np.inf))
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         av = cst(rm, ld(rt[j]))
         kk = key(xv)
         k = kk if kk > k else k
+        kmin = kk if kk < kmin else kmin
         kk = key(av)
         kt = kk if kk > kt else kt
         d = xv - rm
@@ -89,7 +95,7 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
         et = vexpz(da)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
-    return s, t, st, u, unkey(k, rm), unkey(kt, rm)
+    return s, t, st, u, unkey(k, rm), unkey(kt, rm), unkey(kmin, rm)
 
 
 @njit(**BLK)
@@ -119,6 +125,14 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
     return s, t, sb, st, u
+
+
+@njit(**ROW)
+def _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u):
+    """T = 1: the block's sums again in float64 when a KL term flushed to 0 counts (KL_FAR)."""
+    if is_f32(rm) and kl_flush_risk(rt, r, lo, hi, rt_, rm, cst(rm, 1.0)):
+        return _blk_teacher(r, rt, lo, hi, np.float64(rm), np.float64(rt_))
+    return np.float64(s), np.float64(t), np.float64(st), np.float64(u)
 
 
 @njit(**ROW)
@@ -173,8 +187,10 @@ def score(
             if one_t and m != NINF and (not has_teacher or mt != NINF):
                 # one pass: sums against the current references, block maxima alongside
                 if has_teacher:
-                    s, t, st, u, fbm, fbt = _blk_teacher_fused(r, rt, lo, hi, m, mt)
+                    s, t, st, u, fbm, fbt, fbmin = _blk_teacher_fused(r, rt, lo, hi, m, mt)
                     done = fbm <= m + slack and fbt <= mt + slack
+                    if done and kl_far_below(fbmin, m, 1.0, lse):
+                        s, t, st, u = _teacher_exact_block(r, rt, lo, hi, m, mt, s, t, st, u)
                 else:
                     s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
                     fbt = mt
@@ -215,8 +231,13 @@ def score(
                 rt_ = ref_of(mt)
                 if one_t:
                     s, t, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
+                    s, t, st, u = _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u)
                 else:
                     s, t, sb, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
+                    if is_f32(lse) and kl_flush_risk(rt, r, lo, hi, rt_, rm, it):
+                        s, t, sb, st, u = _blk_teacher_t(
+                            r, rt, lo, hi, np.float64(rm), np.float64(rt_), inv_t
+                        )
                     Sb += np.float64(sb)
                 St += np.float64(st)
                 U += np.float64(u)
