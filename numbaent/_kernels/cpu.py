@@ -103,7 +103,9 @@ def _weights(weight, c, dtype):
 
 def ce_labels(x, y, weight, ignore_index, eps, out):
     n, c = x.shape
-    row_w = np.empty(n, np.float64)
+    # the row weights are 0/1 without class weights: int8, not float64 (fresh pages are zeroed by
+    # the OS on first touch: 8 bytes per row cost ~1 ms per call at 1048576 x 10, 25% of it)
+    row_w = np.empty(n, np.int8 if weight is None and eps == 0 else np.float64)
     bad = _flags(n)
     xv = kernel_view(x)
     if weight is None and eps == 0 and _small(x):
