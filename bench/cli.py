@@ -74,22 +74,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-save", action="store_true", help="print only; write no files")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     a = p.parse_args(argv)
-    if a.reps is None:
-        a.reps = 1 if a.quick else 5
-    if a.reps < 1:
-        p.error("--reps must be >= 1")
-    if a.settle is None:
-        a.settle = 0.0 if a.quick else 0.2
-    if a.settle < 0:
-        p.error("--settle must be >= 0")
-    if a.min_sample_ms is None:
-        a.min_sample_ms = 0.0 if a.quick else 20.0
-    if a.min_sample_ms < 0:
-        p.error("--min-sample-ms must be >= 0")
-    if a.pair_reps is None:
-        a.pair_reps = 1 if a.quick else 15
-    if a.pair_reps < 1:
-        p.error("--pair-reps must be >= 1")
+    # (option, --quick default, default, least value)
+    for name, quick, full, least in (
+        ("reps", 1, 5, 1),
+        ("settle", 0.0, 0.2, 0),
+        ("min_sample_ms", 0.0, 20.0, 0),
+        ("pair_reps", 1, 15, 1),
+    ):
+        if getattr(a, name) is None:
+            setattr(a, name, quick if a.quick else full)
+        if getattr(a, name) < least:
+            p.error(f"--{name.replace('_', '-')} must be >= {least}")
     return a
 
 
@@ -168,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     bad = _numbaent_failures(run, impls)
-    bad += [f"{p.name}: {p.status} {p.detail}" for p in pair_res if p.status != "ok"]
+    bad += [f"{r.pair.name}: {r.status} {r.detail}" for r in pair_res if r.status != "ok"]
     for line in bad:
         print("FAIL: " + line, file=sys.stderr)
     print(f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -19,17 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from bench.runner import _settle, calls_per_sample, short_error, time_sample
+from bench.runner import calls_per_sample, gc_paused, short_error, time_sample
 from bench.workloads import LOGIT_SCALE
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    a: str
+    b: str
+    statement: str
+    target: str
+    ratio_sense: str
+    full: tuple[int, int]
+    quick: tuple[int, int]
+    make: Callable[[Any, np.random.Generator, int, int], tuple[Callable, Callable]]
 
 
 @dataclass
 class PairResult:
-    name: str
-    a: str
-    b: str
-    statement: str  # what the ratio means
-    target: str  # the issue's criterion, in words
+    pair: Pair
     rows: int
     cols: int
     times_a: list[float] = field(default_factory=list)
@@ -37,10 +46,9 @@ class PairResult:
     calls: int = 1
     status: str = "ok"
     detail: str = ""
-    ratio_sense: str = "b/a"  # which quotient the report shows: "a/b" or "b/a"
 
     def _q(self, ta: float, tb: float) -> float:
-        return ta / tb if self.ratio_sense == "a/b" else tb / ta
+        return ta / tb if self.pair.ratio_sense == "a/b" else tb / ta
 
     @property
     def ratio_of_mins(self) -> float | None:
@@ -55,12 +63,13 @@ class PairResult:
         return statistics.median(qs) if qs else None
 
     def to_json(self) -> dict[str, Any]:
+        p = self.pair
         return {
-            "name": self.name,
-            "a": self.a,
-            "b": self.b,
-            "statement": self.statement,
-            "target": self.target,
+            "name": p.name,
+            "a": p.a,
+            "b": p.b,
+            "statement": p.statement,
+            "target": p.target,
             "rows": self.rows,
             "cols": self.cols,
             "status": self.status,
@@ -71,19 +80,6 @@ class PairResult:
             "ratio_of_mins": self.ratio_of_mins,
             "median_ratio": self.median_ratio,
         }
-
-
-@dataclass(frozen=True)
-class Pair:
-    name: str
-    a: str
-    b: str
-    statement: str
-    target: str
-    ratio_sense: str
-    full: tuple[int, int]
-    quick: tuple[int, int]
-    make: Callable[[Any, np.random.Generator, int, int], tuple[Callable, Callable]]
 
 
 def _logits(rng: np.random.Generator, r: int, c: int) -> np.ndarray:
@@ -151,7 +147,7 @@ def select(quick: bool, only: list[str] | None) -> list[tuple[Pair, int, int]]:
 def run_pair(
     p: Pair, rows: int, cols: int, reps: int, seed: int, settle_s: float, min_sample_s: float
 ) -> PairResult:
-    res = PairResult(p.name, p.a, p.b, p.statement, p.target, rows, cols, ratio_sense=p.ratio_sense)
+    res = PairResult(p, rows, cols)
     try:
         import numbaent as ne
 
@@ -168,21 +164,14 @@ def run_pair(
         res.status, res.detail = "error", short_error(e)
         print(f"[{p.name}] error: {res.detail}", file=sys.stderr, flush=True)
         return res
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        for rep in range(reps):
-            order = ((fa, res.times_a), (fb, res.times_b))
-            for fn, times in order if rep % 2 == 0 else order[::-1]:
-                if settle_s > 0:
-                    _settle(settle_s)
-                times.append(time_sample(fn, res.calls))
-    except Exception as e:
-        res.status, res.detail = "error", f"rep {rep}: " + short_error(e)
-    finally:
-        if was:
-            gc.enable()
+    with gc_paused():
+        try:
+            for rep in range(reps):
+                order = ((fa, res.times_a), (fb, res.times_b))
+                for fn, times in order if rep % 2 == 0 else order[::-1]:
+                    times.append(time_sample(fn, res.calls, settle_s))
+        except Exception as e:
+            res.status, res.detail = "error", f"rep {rep}: " + short_error(e)
     del fa, fb
     gc.collect()
     if res.ratio_of_mins is not None:
@@ -200,13 +189,14 @@ def markdown(results: list[PairResult]) -> list[str]:
         return []
     rows = []
     for r in results:
-        name = f"{r.name} {r.rows}x{r.cols}"
+        p = r.pair
+        name = f"{p.name} {r.rows}x{r.cols}"
         if r.status != "ok" or r.ratio_of_mins is None:
-            rows.append(f"| {name} | {r.statement} | {r.status}: {r.detail} | | | | |")
+            rows.append(f"| {name} | {p.statement} | {r.status}: {r.detail} | | | | |")
             continue
         rows.append(
-            f"| {name} | {r.statement} | **{r.ratio_of_mins:.2f}** | {r.median_ratio:.2f} | "
-            f"{r.target} | {min(r.times_a) * 1e3:.3g} / {min(r.times_b) * 1e3:.3g} | "
+            f"| {name} | {p.statement} | **{r.ratio_of_mins:.2f}** | {r.median_ratio:.2f} | "
+            f"{p.target} | {min(r.times_a) * 1e3:.3g} / {min(r.times_b) * 1e3:.3g} | "
             f"{len(r.times_a)} x {r.calls} |"
         )
     head = "| pair | ratio | of min times | median of paired | issue #3 | min ms (A / B) | reps x calls |"
@@ -217,6 +207,6 @@ def markdown(results: list[PairResult]) -> list[str]:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        *[f"- {r.name}: A = `{r.a}`, B = `{r.b}`" for r in results],
+        *[f"- {r.pair.name}: A = `{r.pair.a}`, B = `{r.pair.b}`" for r in results],
         "",
     ]

@@ -4,10 +4,12 @@ interleaved (round robin per repetition, rotating the starting implementation)."
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -277,10 +279,7 @@ def run_workload(
         del fn
 
     # timed repetitions, round robin, start rotated each repetition
-    gc.collect()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for rep in range(reps):
             if not active:
                 break
@@ -289,16 +288,11 @@ def run_workload(
                 res = results[impl.key]
                 if res.status != "ok":
                     continue
-                if settle_s > 0:
-                    _settle(settle_s)
                 try:
-                    res.times.append(time_sample(fn, res.calls))
+                    res.times.append(time_sample(fn, res.calls, settle_s))
                 except Exception as e:
                     res.status, res.detail = "error", f"rep {rep}: " + short_error(e)
                     res.error = type(e).__name__
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
     for impl in impls:
         res = results[impl.key]
@@ -326,22 +320,35 @@ def calls_per_sample(fn: Callable[[], Any], min_sample_s: float, settle_s: float
     the rest was waking the halted vCPU and refetching the input from DRAM, for every library."""
     if min_sample_s <= 0:
         return 1
-    if settle_s > 0:
-        _settle(settle_s)
-    t = time.perf_counter()
-    fn()
-    t = time.perf_counter() - t
+    t = time_sample(fn, 1, settle_s)
     if t >= min_sample_s:
         return 1
-    return int(min(MAX_CALLS, max(1, -(-min_sample_s // max(t, 1e-9)))))
+    return min(MAX_CALLS, math.ceil(min_sample_s / max(t, 1e-9)))
 
 
-def time_sample(fn: Callable[[], Any], calls: int = 1) -> float:
-    """Seconds per call of ``calls`` back-to-back calls."""
+def time_sample(fn: Callable[[], Any], calls: int = 1, settle_s: float = 0.0) -> float:
+    """Seconds per call of ``calls`` back-to-back calls, after settling (see _settle) for at most
+    ``settle_s``, untimed."""
+    if settle_s > 0:
+        _settle(settle_s)
     t = time.perf_counter()
     for _ in range(calls):
         fn()
     return (time.perf_counter() - t) / calls
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Collect, then keep the garbage collector off (a collection inside a timed call would be
+    timed), restoring its state afterwards."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 QUIET_WINDOW_S = 0.005

@@ -151,11 +151,21 @@ def unkey64(k):
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
-def _exp32_core(x):
-    # x already in [-104, 89]; returns (polynomial, k) with exp(x) = p * 2**k
-    fk = (x * _F32(1.44269504088896341) + _F32(12582912.0)) - _F32(12582912.0)
+def _reduce32(x, magic):
+    """(t, fk, r) with t = x / ln 2 + magic rounded to an integer (magic = 1.5 * 2**23, plus the
+    exponent bias when the caller takes the bits of 2**k from t), fk = round(x / ln 2) and
+    r = x - fk ln 2 in two Cody-Waite steps (exact for |k| < 2**11)."""
+    t = x * _F32(1.44269504088896341) + magic
+    fk = t - magic
     r = x - fk * _F32(0.693359375)
     r = r - fk * _F32(-2.12194440e-4)
+    return t, fk, r
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def _exp32_core(x):
+    # x already in [-104, 89]; returns (polynomial, k) with exp(x) = p * 2**k
+    _, fk, r = _reduce32(x, _F32(12582912.0))
     # degree-6 polynomial, near-minimax for relative error on |r| <= ln2/2 (truncation < 2.1e-9,
     # fitted by Lawson iterations): 6 FMAs in Horner form (the Cephes form cost 9 ops). Degree 5
     # was tried: 2.5 ulp after float32 rounding, over the 2 ulp budget.
@@ -249,10 +259,7 @@ def expz32(d):
       the row's first element, often has terms far above 1.
     * NaN propagates; -inf and huge negative d give 0 (the select drops expk32's garbage there).
     """
-    t = d * _F32(1.44269504088896341) + _F32(12583039.0)  # 1.5 * 2**23 + 127: bias folded in
-    fk = t - _F32(12583039.0)  # round(d / ln 2)
-    r = d - fk * _F32(0.693359375)  # two-step Cody-Waite: exact for |k| < 2**11
-    r = r - fk * _F32(-2.12194440e-4)
+    t, _, r = _reduce32(d, _F32(12583039.0))  # 1.5 * 2**23 + 127: bias folded in
     y = _poly5(r) * f32_from_bits(bits_of(t) << _I32(23))
     return _F32(0.0) if d < _F32(-86.0) else y
 
