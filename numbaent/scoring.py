@@ -152,10 +152,8 @@ def score(
             raise ValueError(
                 f"teacher_logits must have the logits' shape {xa.shape}; got {ta.shape}"
             )
-        tq = v.to_rows(ta, ax).data
-        if tq.dtype != rows.data.dtype:  # one kernel type per call: the teacher follows the logits
-            tq = tq.astype(rows.data.dtype)
-    dtype = v.math_dtype(rows.data)
+        tq = v.to_rows(ta, ax).data  # read at its own precision, as softmax_kl_divergence does
+    dtype = v.math_dtype(rows.data, tq)
     outs = {
         "logsumexp": np.empty(n, dtype),
         "entropy": np.empty(n, dtype),

@@ -25,6 +25,7 @@ import functools
 import numpy as np
 from numba import cuda
 
+from .._kernels import exact
 from ._devmath import (
     F64,
     NINF,
@@ -46,6 +47,8 @@ from ._devmath import (
     rescale_t,
     row_kernel,
 )
+
+_wterm = dev(exact.weighted_term)  # a term of class weight 0 adds exactly 0, as on the cpu
 
 
 @functools.cache
@@ -327,9 +330,9 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
                 nll = (st[0] - F64(ldx(x, i, lab))) + ls
                 if smooth:
                     smooth_term = st[2] * ls + st[3]
-                    out[i] = (1.0 - eps) * wy * nll + (eps / c) * smooth_term
+                    out[i] = _wterm((1.0 - eps) * wy, nll) + (eps / c) * smooth_term
                 else:
-                    out[i] = wy * nll
+                    out[i] = _wterm(wy, nll)
                 rowweight[i] = wy
                 bad[i] = 0
 

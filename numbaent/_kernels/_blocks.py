@@ -172,21 +172,32 @@ def update_max(m, bm):
     return m
 
 
-# exp(x - ref) stays finite in float32 for x - ref < 88: a block whose max is at most SLACK above the
-# reference from earlier blocks is summed in the same pass that finds its max (one read of the
-# block instead of two); a larger jump (rare: the max of a row usually settles early) redoes it.
-SLACK = 64.0
+# One pass per block: a block whose max is at most SLACK above the reference (the running max of
+# the earlier blocks) is summed in the same pass that finds its max (one read of the block instead
+# of two); a larger jump (rare: the max of a row usually settles early) redoes the block against
+# the new max, and the first block of a row always takes two passes (max, then sum). The bound is
+# about accuracy, not range: d = x - ref is rounded in float32, which puts a relative error of up
+# to |d| 2^-24 on the term exp(d); a term above the reference can dominate the row's sum, so
+# d <= SLACK keeps that error within SLACK 2^-24 = 1.2e-7 (a reference 35 below the max, as the
+# first element of a row once was, cost 2e-6 in log S).
+SLACK = 2.0
+
+
+@njit(**ROW)
+def move_t(T, S, m_old, m_new, f):
+    """T = sum e (x - m_old) moved to m_new: f (T + (m_old - m_new) S) with f = exp(m_old - m_new).
+    0 when f is 0 (an empty state, or one that vanishes against m_new: m_old - m_new may then be
+    -inf for float64 logits of 1e308, and 0 * inf is never formed)."""
+    if f == 0.0:
+        return 0.0
+    return f * (T + (np.float64(m_old) - np.float64(m_new)) * S)
 
 
 @njit(**ROW)
 def row_lse_onepass(r, like):
     """row_lse for float32/float64/float16 rows (bfloat16 rows use row_lse_bf16)."""
     c = r.shape[0]
-    m = cst(like, NINF)
-    if c > 0:  # a finite first element serves as the first reference, so that the first block
-        x0 = cst(like, ld(r[0]))  # is one pass too (checked against SLACK like any other block)
-        if x0 > NINF and x0 < -NINF:
-            m = x0
+    m = cst(like, NINF)  # the first block takes two passes (see SLACK)
     S = 0.0
     slack = cst(like, SLACK)
     for lo in range(0, c, BLOCK):
@@ -367,11 +378,7 @@ def row_lse_t(r, like):
     """(m, S, T) with T = sum exp(x - m) * (x - m): softmax entropy = log S - T / S. One pass per
     block against the running reference, as row_lse."""
     c = r.shape[0]
-    m = cst(like, NINF)
-    if c > 0:
-        x0 = cst(like, ld(r[0]))
-        if x0 > NINF and x0 < -NINF:
-            m = x0
+    m = cst(like, NINF)  # the first block takes two passes (see SLACK)
     S = 0.0
     T = 0.0
     slack = cst(like, SLACK)
@@ -389,8 +396,7 @@ def row_lse_t(r, like):
             bm = update_max(m, block_max(r, lo, hi, like))
         if bm != m:
             f = rescale(m, bm)
-            if m != NINF:
-                T = f * (T + (np.float64(m) - np.float64(bm)) * S)
+            T = move_t(T, S, m, bm, f)
             S *= f
             m = bm
         if not done:
@@ -424,28 +430,47 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     each (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows,
     whose two moves are equal, keep U exactly 0."""
     f = rescale_t(ma_old, ma_new, it)
+    if f == 0.0:  # the old state vanishes (da or db may be infinite: 0 * inf is never formed)
+        return 0.0, 0.0
     da = np.float64(ref_of(ma_new)) - np.float64(ref_of(ma_old))
     db = np.float64(rb_new) - np.float64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
 
 
-# A KL term exp((a - ra) it) * ((a - ra) - (b - rb)) whose exp the float32 sums flush to 0 (exponent
-# below -86, see expz32) is not negligible when b sits ~1e20 or more below its reference: with
-# p = softmax([88, 0]) and q = softmax([3e38, 0]) it is the whole KL, 1.22. Blocks where q holds
-# such a value (its min, from the one-pass loop, or any block of the two-pass path) are checked
-# term by term, and redone in float64 where a flushed term counts (exponent above -200).
+# A KL term exp((a - ra) it) * ((a - ra) - (b - rb)) whose exp the sums flush to 0 is not negligible
+# when b sits far below its reference: with p = softmax([88, 0]) and q = softmax([3e38, 0]) it is
+# the whole KL, 1.22. float32 sums flush below -86 (expz32): a term with an exponent in (-200, -86)
+# counts when its factor exceeds 1e20. float64 sums flush below -708.39 (expm64), where exp is
+# subnormal: e^-708.4 * 1e308 is 2.1, so a term with an exponent in (-746, -708.39) counts when its
+# factor exceeds 1e290. Blocks where q holds such a value (its block min, from the one-pass loop or
+# the two-pass max pass) are checked term by term; a float32 block where a flushed term counts is
+# redone in float64, a float64 one marks its row for the exact path (FLUSHED).
 KL_FAR = 1e20
+KL_FAR64 = 1e290
+FLUSHED = np.nan  # a float64 block's U when a flushed term counts: its row goes to exact.py
+
+
+def _flush_limits(like):
+    """(lowest exponent, flush exponent, far factor) of the sums in the float type of ``like``."""
+
+
+@overload(_flush_limits)
+def _ov_flush_limits(like):
+    t = like.dtype if isinstance(like, types.Array) else like
+    lim = (-200.0, -86.0, KL_FAR) if t == types.float32 else (-746.0, -708.39, KL_FAR64)
+    return lambda like: lim
 
 
 @njit(**BLK)
 def kl_flush_risk(rp, rq, lo, hi, ra, rb, it):
-    """Whether some term of the block has its exp flushed (exponent in (-200, -86)) while its
-    factor (a - ra) - (b - rb), times it, exceeds KL_FAR."""
+    """Whether some term of the block has its exp flushed while its factor (a - ra) - (b - rb),
+    times it, is far enough above 0 for the term to count (see _flush_limits)."""
     rp = rp[lo:hi]
     rq = rq[lo:hi]
-    lo_e = cst(ra, -200.0)
-    hi_e = cst(ra, -86.0)
-    far = cst(ra, KL_FAR)
+    e_lo, e_hi, f = _flush_limits(ra)
+    lo_e = cst(ra, e_lo)
+    hi_e = cst(ra, e_hi)
+    far = cst(ra, f)
     n = 0
     for j in range(hi - lo):
         da = cst(ra, ld(rp[j])) - ra
@@ -457,9 +482,21 @@ def kl_flush_risk(rp, rq, lo, hi, ra, rb, it):
 
 @njit(**ROW)
 def kl_far_below(bmin, rb, it64, like):
-    """Whether q's block min is far enough below its reference rb for kl_flush_risk to matter
-    (float32 only: float64 sums flush at -708, where no float64 logit gap can make up for it)."""
-    return is_f32(like) and np.float64(bmin) < np.float64(rb) - KL_FAR / it64
+    """Whether q's block min is far enough below its reference rb for kl_flush_risk to matter."""
+    return np.float64(bmin) < np.float64(rb) - _flush_limits(like)[2] / it64
+
+
+@njit(**BLK)
+def block_max_min(r, lo, hi, like):
+    """(max, min) of ld(r[lo:hi]) (block_max's NaN rule for the max; the min of keys)."""
+    r = r[lo:hi]
+    k = key(cst(like, NINF))
+    kmin = key(cst(like, np.inf))
+    for j in range(hi - lo):
+        kk = key(cst(like, ld(r[j])))
+        k = kk if kk > k else k
+        kmin = kk if kk < kmin else kmin
+    return unkey(k, like), unkey(kmin, like)
 
 
 def is_f32(like):

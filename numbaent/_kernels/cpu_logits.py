@@ -13,9 +13,11 @@ import numpy as np
 from numba import njit, prange
 
 from .._vmath import cst, key, ld, mul3, unkey, vexp, vexpz, vlog
+from . import exact
 from ._blocks import (
     BLK,
     BLOCK,
+    FLUSHED,
     KERNEL,
     NINF,
     ROW,
@@ -24,6 +26,7 @@ from ._blocks import (
     TILE_GROUP,
     at_least_one,
     block_max,
+    block_max_min,
     is_f32,
     kl_far_below,
     kl_flush_risk,
@@ -39,6 +42,9 @@ from ._blocks import (
     tile_transpose,
     update_max,
 )
+
+# a term of class weight 0 adds exactly 0 (shared with the cuda kernels: exact.weighted_term)
+_wterm = njit(**ROW)(exact.weighted_term)
 
 
 @njit(**KERNEL)
@@ -186,13 +192,13 @@ def ce_labels_general(x, y, w, ignore_index, eps, ones, out, rowweight, bad):
         wy = np.float64(w[lab])
         if eps == 0:
             m, S = row_lse(x[i], out)
-            out[i] = wy * ((np.float64(m) - np.float64(ld(x[i, lab]))) + np.log(S))
+            out[i] = _wterm(wy, (np.float64(m) - np.float64(ld(x[i, lab]))) + np.log(S))
         else:
             m, S, Csum, A = _row_lse_linear(x[i], ones, w, a, b, out)
             ls = np.log(S)
             nll = (np.float64(m) - np.float64(ld(x[i, lab]))) + ls
             smooth = Csum * ls + A
-            out[i] = (1.0 - eps) * wy * nll + (eps / c) * smooth
+            out[i] = _wterm((1.0 - eps) * wy, nll) + (eps / c) * smooth
         rowweight[i] = wy
 
 
@@ -270,9 +276,12 @@ def blk_kl_max(rp, rq, lo, hi, ra, rb, it):
 
 @njit(**ROW)
 def _kl_exact_block(rp, rq, lo, hi, ra, rb, it, it64, sa, sb, u):
-    """The block's sums again in float64 when a term flushed to 0 in float32 counts (see KL_FAR)."""
+    """When a term flushed to 0 counts (see KL_FAR): a float32 block's sums again in float64; a
+    float64 block's U is FLUSHED (its row goes to the exact path)."""
     if kl_flush_risk(rp, rq, lo, hi, ra, rb, it):
-        return blk_kl(rp, rq, lo, hi, np.float64(ra), np.float64(rb), it64)
+        if is_f32(ra):
+            return blk_kl(rp, rq, lo, hi, np.float64(ra), np.float64(rb), it64)
+        return np.float64(sa), np.float64(sb), FLUSHED
     return np.float64(sa), np.float64(sb), np.float64(u)
 
 
@@ -282,14 +291,8 @@ def row_kl(rp, rq, it, it64, like):
     (state and raw references: see kl_move in _blocks; one pass per block as row_lse, with the
     slack in raw units, SLACK * T)."""
     c = rp.shape[0]
-    ma = cst(like, NINF)
+    ma = cst(like, NINF)  # the first block takes two passes (see SLACK)
     mb = cst(like, NINF)
-    if c > 0:
-        a0 = cst(like, ld(rp[0]))
-        b0 = cst(like, ld(rq[0]))
-        if a0 > NINF and a0 < -NINF and b0 > NINF and b0 < -NINF:
-            ma = a0
-            mb = b0
     Sa = 0.0
     Sb = 0.0
     U = 0.0
@@ -310,7 +313,8 @@ def row_kl(rp, rq, it, it64, like):
             bmb = update_max(mb, fb)
         else:
             bma = update_max(ma, block_max(rp, lo, hi, like))
-            bmb = update_max(mb, block_max(rq, lo, hi, like))
+            fb, fbmin = block_max_min(rq, lo, hi, like)
+            bmb = update_max(mb, fb)
         if bma != ma or bmb != mb:
             U, Sa = kl_move(U, Sa, ma, bma, ref_of(mb), ref_of(bmb), it64)
             Sb *= rescale_t(mb, bmb, it64)
@@ -318,7 +322,7 @@ def row_kl(rp, rq, it, it64, like):
             mb = bmb
         if not done:
             sa, sb, u = blk_kl(rp, rq, lo, hi, ref_of(ma), ref_of(mb), it)
-            if is_f32(like):
+            if kl_far_below(fbmin, ref_of(mb), it64, like):
                 sa, sb, u = _kl_exact_block(
                     rp, rq, lo, hi, ref_of(ma), ref_of(mb), it, it64, sa, sb, u
                 )

@@ -17,12 +17,14 @@ from .._vmath import cst, key, ld, unkey, vexpz
 from ._blocks import (
     BLK,
     BLOCK,
+    FLUSHED,
     KERNEL,
     NINF,
     ROW,
     SLACK,
     at_least_one,
     block_max,
+    block_max_min,
     block_sumexp_t,
     block_sumexp_t_max,
     is_f32,
@@ -30,6 +32,7 @@ from ._blocks import (
     kl_flush_risk,
     kl_from_states,
     kl_move,
+    move_t,
     nonneg,
     ref_of,
     rescale,
@@ -129,9 +132,12 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
 
 @njit(**ROW)
 def _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u):
-    """T = 1: the block's sums again in float64 when a KL term flushed to 0 counts (KL_FAR)."""
-    if is_f32(rm) and kl_flush_risk(rt, r, lo, hi, rt_, rm, cst(rm, 1.0)):
-        return _blk_teacher(r, rt, lo, hi, np.float64(rm), np.float64(rt_))
+    """T = 1, when a KL term flushed to 0 counts (KL_FAR): a float32 block's sums again in
+    float64; a float64 block's U is FLUSHED (the row's KL goes to the exact path)."""
+    if kl_flush_risk(rt, r, lo, hi, rt_, rm, cst(rm, 1.0)):
+        if is_f32(rm):
+            return _blk_teacher(r, rt, lo, hi, np.float64(rm), np.float64(rt_))
+        return np.float64(s), np.float64(t), np.float64(st), FLUSHED
     return np.float64(s), np.float64(t), np.float64(st), np.float64(u)
 
 
@@ -166,14 +172,8 @@ def score(
     for i in prange(x.shape[0]):
         r = x[i]
         rt = tq[i]  # tq is x itself when there is no teacher
-        m = cst(lse, NINF)
+        m = cst(lse, NINF)  # the first block takes two passes (see SLACK in _blocks)
         mt = cst(lse, NINF)
-        if c > 0:  # finite first elements serve as first references (one-pass blocks, as row_lse)
-            x0 = cst(lse, ld(r[0]))
-            t0 = cst(lse, ld(rt[0]))
-            if x0 > NINF and x0 < -NINF and t0 > NINF and t0 < -NINF:
-                m = x0
-                mt = t0
         S = 0.0
         T = 0.0
         am = 0
@@ -203,19 +203,22 @@ def score(
                         U += np.float64(u)
                     bm = update_max(m, fbm)
                     bmt = update_max(mt, fbt)
+            bmin = cst(lse, np.inf)  # the model's block min (two-pass blocks with a teacher)
             if not done:
-                bm = update_max(m, block_max(r, lo, hi, lse))
-                bmt = mt
                 if has_teacher:
+                    fbm, bmin = block_max_min(r, lo, hi, lse)
+                    bm = update_max(m, fbm)
                     bmt = update_max(mt, block_max(rt, lo, hi, lse))
+                else:
+                    bm = update_max(m, block_max(r, lo, hi, lse))
+                    bmt = mt
             # move the references to the new maxima (the sums already added follow exactly)
             if has_teacher and (bmt != mt or bm != m):
                 U, St = kl_move(U, St, mt, bmt, ref_of(m), ref_of(bm), inv_t)
                 mt = bmt
             if bm != m:
                 f = rescale(m, bm)
-                if m != NINF:
-                    T = f * (T + (np.float64(m) - np.float64(bm)) * S)
+                T = move_t(T, S, m, bm, f)
                 S *= f
                 if not one_t:
                     Sb *= rescale_t(m, bm, inv_t)
@@ -229,15 +232,20 @@ def score(
                 s, t = block_sumexp_t(r, lo, hi, rm)
             else:
                 rt_ = ref_of(mt)
+                far = kl_far_below(bmin, rm, inv_t, lse)
                 if one_t:
                     s, t, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
-                    s, t, st, u = _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u)
+                    if far:
+                        s, t, st, u = _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u)
                 else:
                     s, t, sb, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
-                    if is_f32(lse) and kl_flush_risk(rt, r, lo, hi, rt_, rm, it):
-                        s, t, sb, st, u = _blk_teacher_t(
-                            r, rt, lo, hi, np.float64(rm), np.float64(rt_), inv_t
-                        )
+                    if far and kl_flush_risk(rt, r, lo, hi, rt_, rm, it):  # as _teacher_exact_block
+                        if is_f32(lse):
+                            s, t, sb, st, u = _blk_teacher_t(
+                                r, rt, lo, hi, np.float64(rm), np.float64(rt_), inv_t
+                            )
+                        else:
+                            u = FLUSHED
                     Sb += np.float64(sb)
                 St += np.float64(st)
                 U += np.float64(u)

@@ -51,6 +51,16 @@ def redo_bit(res, Sp, Sq, normalize, tiny, huge, bounded):
     return 0
 
 
+def weighted_term(coef, nll):
+    """coef * nll for a loss term with coefficient ``coef`` (a class weight, (1 - eps) w[y]):
+    exactly 0 when coef is 0, even over an infinite nll (a -inf label logit), unless nll is NaN
+    (a row that is NaN, holds +inf or is all -inf stays NaN). Plain Python, compiled by the cpu
+    kernels and the cuda kernels alike."""
+    if coef == 0.0 and nll == nll:
+        return 0.0
+    return coef * nll
+
+
 def _f64(a):
     return np.asarray(a, dtype=np.float64)
 

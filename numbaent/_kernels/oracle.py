@@ -135,14 +135,14 @@ def softmax(x):
 def softmax_entropy(x):
     logp = log_softmax(x)
     p = np.exp(logp)
-    return -_xlogy(p, p).sum(axis=1) if x.shape[1] else np.full(x.shape[0], np.nan)
+    return 0.0 - _xlogy(p, p).sum(axis=1) if x.shape[1] else np.full(x.shape[0], np.nan)
 
 
 def _weighted_nll(logp, coef):
     """-sum_j coef_j * logp_j, a term with coef_j == 0 contributing 0 (even where logp_j = -inf)."""
     with np.errstate(invalid="ignore"):
         t = coef * logp
-    return -np.where(coef == 0, 0.0, t).sum(axis=1)
+    return 0.0 - np.where(coef == 0, 0.0, t).sum(axis=1)  # +0.0, not -0.0, for a zero loss
 
 
 def ce_labels(x, y, weight, ignore_index, eps):
@@ -206,7 +206,9 @@ def softmax_kl(xp, xq, inv_t):
     # softmax of a finite logit is > 0 however small: over a student probability of exactly 0
     # (a -inf logit) KL is +inf, also where exp() underflows p to 0 in this precision
     t[np.isfinite(xp) & (xq == -np.inf)] = np.inf
-    return t.sum(axis=1)
+    kl = t.sum(axis=1)
+    kl[_row_has_nan(xp) | _row_has_nan(xq)] = np.nan  # a NaN anywhere in either row: NaN
+    return kl
 
 
 def score(x, y, ignore_index, teacher, inv_t):
