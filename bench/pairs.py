@@ -184,7 +184,9 @@ def run_pair(
     return res
 
 
-def markdown(results: list[PairResult]) -> list[str]:
+def markdown(results: list[PairResult], quick: bool = False) -> list[str]:
+    """The paired ratios' section. ``quick``: a smoke test's shapes, where a ratio says nothing
+    about its full-size target, so the target is shown as not evaluated."""
     if not results:
         return []
     rows = []
@@ -194,9 +196,12 @@ def markdown(results: list[PairResult]) -> list[str]:
         if r.status != "ok" or r.ratio_of_mins is None:
             rows.append(f"| {name} | {p.statement} | {r.status}: {r.detail} | | | | |")
             continue
+        target = (
+            f"not evaluated (--quick; {p.target} at {p.full[0]}x{p.full[1]})" if quick else p.target
+        )
         rows.append(
             f"| {name} | {p.statement} | **{r.ratio_of_mins:.2f}** | {r.median_ratio:.2f} | "
-            f"{p.target} | {min(r.times_a) * 1e3:.3g} / {min(r.times_b) * 1e3:.3g} | "
+            f"{target} | {min(r.times_a) * 1e3:.3g} / {min(r.times_b) * 1e3:.3g} | "
             f"{len(r.times_a)} x {r.calls} |"
         )
     head = "| pair | ratio | of min times | median of paired | issue #3 | min ms (A / B) | reps x calls |"

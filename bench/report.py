@@ -34,6 +34,15 @@ Notes:
   only, so a kernel that only reads can reach up to ~2x the copy's figure."""
 
 
+#: what a --quick run's report says first (markdown and JSON): its shapes are too small and its
+#: repetitions too few for any figure to measure the implementations
+SMOKE_TEST = (
+    "Smoke test (--quick): tiny shapes. Its figures are not timings: GB/s, speedups and ratios "
+    "of calls this short measure start-up and noise, not the implementations, and the targets "
+    "are not evaluated; only the checks against the reference count."
+)
+
+
 def _min(r: Result | None) -> float | None:
     if r is None or r.status != "ok" or not r.times:
         return None
@@ -92,9 +101,10 @@ def markdown(
     pairs: list[PairResult] | None = None,
 ) -> str:
     has_gpu = any(i.device == "gpu" for i in impls)
-    parts = [
-        "# numbaent benchmark",
-        "",
+    parts = ["# numbaent benchmark", ""]
+    if config["quick"]:
+        parts += [f"**{SMOKE_TEST}**", ""]
+    parts += [
         f"{config['created']} — reps={config['reps']}, settle <= {config.get('settle_s', 0):g} s, "
         f"samples >= {config.get('min_sample_s', 0) * 1e3:g} ms"
         + (", --quick (reduced shapes)" if config["quick"] else "")
@@ -138,7 +148,7 @@ def markdown(
         ]
         parts += [_table(sh, srows), ""]
 
-    parts += pairs_md(pairs or [])
+    parts += pairs_md(pairs or [], quick=config["quick"])
     parts += _half_vs_f32(run)
 
     parts += ["## Workloads", ""]
@@ -226,6 +236,8 @@ def to_json(
 ) -> str:
     doc = {
         "schema": 1,
+        "smoke_test": bool(config["quick"]),  # True: the figures are not timings
+        "note": SMOKE_TEST if config["quick"] else None,
         "config": config,
         "machine": machine,
         "impls": [

@@ -84,11 +84,20 @@ def check_label_smoothing(eps) -> float:
 
 
 def check_temperature(t) -> float:
+    """The one check of every ``temperature`` (the functions taking one, the CLI, numbaent.dask):
+    a finite float > 0 whose reciprocal is finite too (the kernels scale by 1 / T: a subnormal T
+    such as 1e-310 would make that inf, and the results NaN)."""
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
         raise TypeError(f"temperature must be a positive number; got {t!r}")
-    tf = float(t)
-    if not (tf > 0) or not math.isfinite(tf):
-        raise ValueError(f"temperature must be a positive finite number; got {t!r}")
+    try:
+        tf = float(t)
+    except OverflowError:  # an int beyond float64 (10**400)
+        tf = math.inf
+    if not (tf > 0) or not math.isfinite(tf) or not math.isfinite(1.0 / tf):
+        raise ValueError(
+            f"temperature must be a positive finite number whose reciprocal is finite "
+            f"(1 / temperature overflows below about 5.6e-309); got {t!r}"
+        )
     return tf
 
 
@@ -187,6 +196,15 @@ def labels_rows(y, name: str, batch: tuple[int, ...]) -> np.ndarray:
             f"{name}: label {arr.ravel()[big]} at row {row_name(big, batch)} is out of range"
         )
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
+
+
+def label_out_of_range(name: str, label: int, row, num_classes: int, ignore_index: int):
+    """The IndexError of a label outside [0, C) that is not ``ignore_index`` (``row``: as
+    :func:`row_name` gives it); the one text of that error, whichever path found the label."""
+    return IndexError(
+        f"{name}: label {label} at row {row} is outside [0, {num_classes}) and is not "
+        f"ignore_index ({ignore_index})"
+    )
 
 
 def row_name(i: int, batch: tuple[int, ...]):

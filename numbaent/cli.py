@@ -12,26 +12,35 @@ same directory that is renamed into place only when everything succeeded.
 ``numbaent info`` prints versions, the backends with the reasons they are (un)available, the
 Numba thread count, and the CUDA device name when the cuda backend is available.
 
-Errors are reported as one line, ``numbaent: error: <message>``, on stderr with exit status 2.
+Errors are reported as one line, ``numbaent: error: <message>``, on stderr with exit status 2; they
+name the user's files (the ``-o`` path, never the temporary file). SIGINT, SIGTERM and SIGHUP stop
+a command with one line, ``numbaent: interrupted (SIGTERM)``, and exit status 128 + the signal
+number (130, 143, 129), the temporary output file removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import math
 import mmap
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import _validate
 
 __all__ = ["main", "combine_summaries", "load_array", "CliError"]
 
@@ -125,39 +134,87 @@ def _sniff(path: Path) -> str:
     raise CliError(f"{path}: not a .npy or .npz file")
 
 
-def _check_dtype(arr: np.ndarray, path: Path, name: str | None) -> np.ndarray:
-    if arr.dtype.hasobject:
-        where = f"{path}[{name}]" if name else str(path)
+def _read_header(f, where: str, available: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, header length) of the ``.npy`` data at ``f``'s position,
+    with the shape checked before any NumPy arithmetic sees it: no negative dimension, and no
+    more bytes than the ``available`` ones (so no product that overflows, and no NumPy warning
+    ahead of the error). ``where`` names the file (and member) in errors."""
+    start = f.tell()
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    elif version == (3, 0) and hasattr(np.lib.format, "_read_array_header"):
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+    else:
+        raise CliError(f"{where}: unsupported .npy format version {version}")
+    header = f.tell() - start
+    if any(d < 0 for d in shape):
+        raise CliError(f"{where}: corrupt .npy header: negative dimension in shape {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: exact, whatever the shape
+    if nbytes > available - header:
+        raise CliError(
+            f"{where}: truncated or corrupt: its header's shape {shape} of {dtype} needs "
+            f"{nbytes:,} bytes of data, there are {max(0, available - header):,}"
+        )
+    return shape, fortran, dtype, header
+
+
+def _check_dtype(dtype: np.dtype, where: str) -> None:
+    """Reject an object array from its header, before its data is touched."""
+    if dtype.hasobject:
         raise CliError(f"{where}: object arrays are not supported")
-    return arr
+
+
+def _check_role(arr: np.ndarray, spec: str, role: str) -> None:
+    """``score``'s inputs: logits and teacher logits of a floating dtype numbaent computes with,
+    integer labels; the error names the file (``spec``) and the dtype."""
+    dtype = arr.dtype
+    if role == "labels":
+        if dtype.kind not in "iu":
+            raise CliError(
+                f"{spec}: dtype {dtype} is not supported for labels (supported: integer dtypes)"
+            )
+        return
+    if not _validate.is_float_dtype(dtype.newbyteorder("=")):
+        # the floating dtypes numbaent computes with that a .npy can hold (not bfloat16)
+        supported = ", ".join(sorted(str(d) for d in _validate._FLOATS if d.kind == "f"))
+        hint = ""
+        if dtype.kind == "V" and dtype.itemsize == 2 and dtype.names is None:
+            hint = "; a bfloat16 array saved with numpy reads back as raw |V2: save it as float32"
+        raise CliError(
+            f"{spec}: dtype {dtype} is not supported for {role} (supported: {supported}){hint}"
+        )
 
 
 def _mmap_npz_member(zf: zipfile.ZipFile, path: Path, member: str) -> np.ndarray | None:
-    """Memory-map an uncompressed ``.npy`` member of a zip file; None if that is not possible."""
+    """Memory-map an uncompressed ``.npy`` member of a zip file; None if that is not possible
+    (compressed or encrypted: ``np.load`` reads it whole). The member's header is checked first
+    either way (see ``_read_header``)."""
     info = zf.getinfo(member)
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed / encrypted
+    if info.flag_bits & 0x1:  # encrypted: np.load gives its own error
+        return None
+    where = f"{path}[{member[:-4]}]"
+    try:
+        m = zf.open(member)
+    except (NotImplementedError, RuntimeError):  # a compression zipfile cannot read
+        return None
+    with m:
+        shape, fortran, dtype, header = _read_header(m, where, info.file_size)
+    _check_dtype(dtype, where)
+    if info.compress_type != zipfile.ZIP_STORED:  # compressed: read whole by np.load
         return None
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            return None
-        name_len = int.from_bytes(local[26:28], "little")
-        extra_len = int.from_bytes(local[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len
-        f.seek(start)
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            return None
-        offset = f.tell()
-    if dtype.hasobject:
-        return None  # let np.load produce its own error
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if offset - start + nbytes != info.file_size:
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        return None
+    name_len = int.from_bytes(local[26:28], "little")
+    extra_len = int.from_bytes(local[28:30], "little")
+    offset = info.header_offset + 30 + name_len + extra_len + header
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header + nbytes != info.file_size:
         return None
     if nbytes == 0:
         return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
@@ -172,16 +229,19 @@ def _npz_members(path: Path) -> list[str]:
 
 
 def _load_npz(path: Path, name: str) -> np.ndarray:
-    member = name + ".npy"
     with zipfile.ZipFile(path) as zf:
-        try:
-            arr = _mmap_npz_member(zf, path, member)
-        except (ValueError, OSError):
-            arr = None
+        arr = _mmap_npz_member(zf, path, name + ".npy")
     if arr is None:
         with np.load(path, allow_pickle=False) as npz:
             arr = npz[name]
-    return _check_dtype(arr, path, name)
+    return arr
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        _, _, dtype, _ = _read_header(f, str(path), os.fstat(f.fileno()).st_size)
+    _check_dtype(dtype, str(path))
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def _split_spec(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
@@ -210,7 +270,7 @@ def load_array(spec: str | os.PathLike[str], role: str = "logits") -> np.ndarray
         if kind == "npy":
             if name is not None:
                 raise CliError(f"{spec}: ':NAME' only applies to .npz files")
-            return _check_dtype(np.load(path, mmap_mode="r", allow_pickle=False), path, None)
+            return _load_npy(path)
         members = _npz_members(path)
         if name is None:
             for cand in NPZ_NAMES.get(role, (role,)):
@@ -297,6 +357,88 @@ def combine_summaries(
 
 
 # --------------------------------------------------------------------------------------------------
+# stop signals
+# --------------------------------------------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived while a command ran. A BaseException, as
+    KeyboardInterrupt is: no ``except Exception`` swallows it, and the cleanup on the way out
+    (removing the temporary output file) runs. ``main`` reports it as one line on stderr and
+    exits with status 128 + the signal number (130, 143, 129)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+
+class _StopSignals:
+    """The one handler of the stop signals: each raises :class:`Interrupted` in the main thread
+    (SIGINT included, which Python would turn into KeyboardInterrupt).
+
+    Inside :meth:`deferred` a signal is only noted, and raised when the block is done: creating,
+    renaming and removing the temporary output file are never cut in half. (A flag, not a blocked
+    signal mask: the mask is per thread, and the signal may reach one of Numba's threads.)"""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.signals = [s for s in (getattr(signal, n, None) for n in self.NAMES) if s is not None]
+        self.depth = 0
+        self.pending: int | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth:
+            if self.pending is None:
+                self.pending = signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle the stop signals while the block runs (main thread only: elsewhere Python
+        cannot install handlers), then put the previous handlers back."""
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                prev = signal.getsignal(sig)
+                signal.signal(sig, self._handler)
+                old[sig] = signal.SIG_DFL if prev is None else prev
+        self.pending = None
+        try:
+            yield
+        finally:
+            for sig, prev in old.items():
+                signal.signal(sig, prev)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
+
+
+_SIGNALS = _StopSignals()
+
+
+def _interrupted(e: Interrupted) -> int:
+    print(f"{PROG}: interrupted ({e.name})", file=sys.stderr)
+    return 128 + e.signum
+
+
+# --------------------------------------------------------------------------------------------------
 # output files
 # --------------------------------------------------------------------------------------------------
 
@@ -319,13 +461,20 @@ def _score_arrays(scores: Any, n_rows: int) -> dict[str, np.ndarray]:
 
 
 class _Writer:
-    """Collects per-row arrays chunk by chunk and writes ``.npz`` or ``.parquet`` atomically."""
+    """Collects per-row arrays chunk by chunk and writes ``.npz`` or ``.parquet`` atomically.
+
+    Everything goes to a hidden temporary file next to ``path``, renamed into place by
+    :meth:`commit`. Errors name ``path`` (the user's ``-o``), never the temporary file: an
+    ``OSError`` of the file system (disk full, read-only directory, ...) becomes a
+    :class:`CliError`. Creating, renaming and removing the temporary file hold the stop signals
+    back (see ``_StopSignals``), so an interrupted run leaves no file behind."""
 
     def __init__(self, path: Path, n_rows: int, batch_shape: tuple[int, ...]):
         self.path = path
         self.n_rows = n_rows
         self.batch_shape = batch_shape
         self.kind = path.suffix.lower()
+        self.tmp: Path | None = None
         if self.kind not in (".npz", ".parquet"):
             raise CliError(f"{path}: output must end in .npz or .parquet")
         if self.kind == ".parquet":
@@ -339,12 +488,32 @@ class _Writer:
             raise CliError(f"{path}: directory {str(parent)!r} does not exist")
         if path.is_dir():
             raise CliError(f"{path}: is a directory")
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(tmp)
         self.arrays: dict[str, np.ndarray] = {}
         self._pq_writer = None
         self._pos = 0
+
+    def open(self) -> None:
+        """Create the temporary file. (Not in ``__init__``: a signal that arrived meanwhile is
+        raised on the way out, and the caller must hold the writer then, to discard it.)"""
+        with _SIGNALS.deferred(), self._os_errors("create"):
+            fd, tmp = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+            )
+            os.close(fd)
+            self.tmp = Path(tmp)
+
+    @contextlib.contextmanager
+    def _os_errors(self, doing: str) -> Iterator[None]:
+        """An OSError of the block as a CliError that names the output path."""
+        try:
+            yield
+        except OSError as e:
+            reason = e.strerror or _one_line(e)
+            if self.tmp is not None:  # a message of a library may name the temporary file
+                reason = reason.replace(str(self.tmp), str(self.path))
+            if e.errno == errno.ENOSPC and "space" not in reason.lower():
+                reason += f" ({os.strerror(errno.ENOSPC)})"
+            raise CliError(f"{self.path}: cannot {doing} the output file: {reason}") from None
 
     def add(self, rows: dict[str, np.ndarray]) -> None:
         n = None
@@ -360,36 +529,45 @@ class _Writer:
             import pyarrow.parquet as pq
 
             table = pa.table({k: v.reshape(-1) for k, v in rows.items()})
-            if self._pq_writer is None:
-                self._pq_writer = pq.ParquetWriter(str(self.tmp), table.schema)
-            self._pq_writer.write_table(table)
+            with self._os_errors("write"):
+                if self._pq_writer is None:
+                    self._pq_writer = pq.ParquetWriter(str(self.tmp), table.schema)
+                self._pq_writer.write_table(table)
         self._pos += n or 0
 
     def commit(self) -> None:
-        if self.kind == ".npz":
-            with open(self.tmp, "wb") as f:
-                np.savez(f, **{k: v.reshape(self.batch_shape) for k, v in self.arrays.items()})
-        else:
-            if self._pq_writer is None:
-                raise CliError("no per-row arrays to write")
-            self._pq_writer.close()
-            self._pq_writer = None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        os.replace(self.tmp, self.path)
+        with self._os_errors("write"):
+            if self.kind == ".npz":
+                with open(self.tmp, "wb") as f:
+                    arrays = {k: v.reshape(self.batch_shape) for k, v in self.arrays.items()}
+                    np.savez(f, **arrays)
+            else:
+                if self._pq_writer is None:
+                    raise CliError("no per-row arrays to write")
+                self._pq_writer.close()
+                self._pq_writer = None
+            umask = os.umask(0)
+            os.umask(umask)
+            with _SIGNALS.deferred():
+                os.chmod(self.tmp, 0o666 & ~umask)
+                os.replace(self.tmp, self.path)
+                self.tmp = None
 
     def discard(self) -> None:
-        if self._pq_writer is not None:
-            try:
-                self._pq_writer.close()
-            except Exception:
-                pass
-            self._pq_writer = None
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
+        """Remove the temporary file (idempotent; errors on the way out are not reported)."""
+        with _SIGNALS.deferred():
+            if self._pq_writer is not None:
+                try:
+                    self._pq_writer.close()
+                except Exception:
+                    pass
+                self._pq_writer = None
+            if self.tmp is not None:
+                try:
+                    self.tmp.unlink()
+                except OSError:
+                    pass
+                self.tmp = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -492,19 +670,23 @@ def _positive_int(text: str) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     import numbaent
 
-    logits = load_array(args.logits, "logits")
-    labels = teacher = None
-    if args.labels is not None:
-        labels = load_array(args.labels, "labels")
-    if args.teacher is not None:
-        teacher = load_array(args.teacher, "teacher")
+    _validate.check_temperature(args.temperature)  # before any file is read or created
+
+    def load(spec: str, role: str) -> np.ndarray:
+        arr = load_array(spec, role)
+        _check_role(arr, spec, role)
+        return arr
+
+    logits = load(args.logits, "logits")
+    labels = None if args.labels is None else load(args.labels, "labels")
+    teacher = None if args.teacher is None else load(args.teacher, "teacher")
     # a .npz input may carry its labels / teacher logits along (unless FILE.npz:NAME was given)
     if _sniff_quiet(args.logits) == "npz":
         members = _npz_members(Path(args.logits))
         if labels is None and "labels" in members:
-            labels = load_array(f"{args.logits}:labels", "labels")
+            labels = load(f"{args.logits}:labels", "labels")
         if teacher is None and "teacher_logits" in members:
-            teacher = load_array(f"{args.logits}:teacher_logits", "teacher")
+            teacher = load(f"{args.logits}:teacher_logits", "teacher")
 
     if logits.ndim < 1:
         raise CliError(f"{args.logits}: logits must have at least 1 dimension (rows x classes)")
@@ -516,8 +698,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 f"labels shape {labels.shape} does not match logits shape {logits.shape} "
                 f"(expected {batch_shape})"
             )
-        if not (np.issubdtype(labels.dtype, np.integer)):
-            raise CliError(f"labels must be integers, got {labels.dtype}")
     if teacher is not None and teacher.shape != logits.shape:
         raise CliError(
             f"teacher logits shape {teacher.shape} does not match logits shape {logits.shape}"
@@ -536,16 +716,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
             row_bytes += n_classes * teacher.dtype.itemsize
         chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
 
-    writer = _Writer(Path(args.output), n, batch_shape) if args.output else None
-    if writer is not None:
-        for inp in (args.logits, args.labels, args.teacher):
-            if inp is not None and _same_file(inp, args.output):
-                writer.discard()
-                raise CliError(f"{args.output}: output would overwrite input {inp}")
     progress = _Progress(n, enabled=not args.no_progress and sys.stderr.isatty())
     summaries: list[dict[str, Any]] = []
     weights: list[int] = []
+    writer = None
     try:
+        if args.output:
+            writer = _Writer(Path(args.output), n, batch_shape)
+            writer.open()
+            for inp in (args.logits, args.labels, args.teacher):
+                if inp is not None and _same_file(inp, args.output):
+                    raise CliError(f"{args.output}: output would overwrite input {inp}")
         droppers = [_PageDropper(a) for a in (flat, flat_teacher)]
         for start in range(0, max(n, 1), chunk):
             stop = min(start + chunk, n)
@@ -790,17 +971,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``numbaent`` command line; returns the exit status (0 ok, 2 error)."""
+    """Run the ``numbaent`` command line; returns the exit status (0 ok, 2 error, 128 + the
+    signal number when SIGINT, SIGTERM or SIGHUP interrupted it: 130, 143, 129)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        with _SIGNALS.installed():
+            return int(args.func(args) or 0)
+    except Interrupted as e:
+        return _interrupted(e)
+    except KeyboardInterrupt:  # SIGINT where the handler could not be installed (not main thread)
+        return _interrupted(Interrupted(signal.SIGINT))
     except BrokenPipeError:
         # stdout closed early (e.g. piped into `head`): not an error worth a message
         try:

@@ -635,7 +635,8 @@ def _finish_entropy(state, *, base, nan_policy):
     return _nan_check(state, state.entropy(base), nan_policy)
 
 
-def _finish_ce(state, *rest, base, nan_policy):
+def _finish_ce(state, *rest, base, nan_policy, c):
+    state._check_labels("target", c)  # the states cover [0, c): the in-memory functions' error
     ce = state.cross_entropy(base)
     if rest:  # class weights: the loss of a row is weight[label] * CE (torch semantics)
         w = _host(rest[0]).astype(np.float64)
@@ -645,8 +646,8 @@ def _finish_ce(state, *rest, base, nan_policy):
     return _nan_check(state, ce, nan_policy)
 
 
-def _finish_scores(state, *, base):
-    return state.finish(base)
+def _finish_scores(state, *, base, c):
+    return state.finish(base, num_classes=c)  # a stray label: the error of numbaent.score
 
 
 def _finish_shift(state):
@@ -831,7 +832,7 @@ def softmax_cross_entropy(
         if _class_chunked(x) and eps == 0.0:
             st = _states(x, y, ignore_index, backend)
             per_row = _state_field(
-                st, x, _finish_ce, dtype, extra=extra, base=base, nan_policy=nan_policy
+                st, x, _finish_ce, dtype, extra=extra, base=base, nan_policy=nan_policy, c=c
             )
         else:
             (x,) = _one_class_chunk(x)
@@ -1072,7 +1073,7 @@ def score(
     dtype = _result_dtype(x)
     if _class_chunked(x) and tq is None:
         st = _states(x, y, ignore_index, backend)
-        obj = _state_field(st, x, _finish_scores, object, base=base)
+        obj = _state_field(st, x, _finish_scores, object, base=base, c=x.shape[-1])
     else:
         x, tq = _one_class_chunk(x, tq)
         arrays = [(x, "rows+class")]

@@ -122,7 +122,8 @@ class LogitState:
     target : ndarray of float64 or None
         x[label] for rows whose label is a covered class, NaN for the others; None without labels.
     labels : ndarray of int64 or None
-        The rows' labels (full class numbering), as given to :func:`partial_state`.
+        The rows' labels (full class numbering): a copy of those given to :func:`partial_state`
+        (no field of a state is a view of an input).
     ignore_index : int
         Label value of rows that are left out of the cross-entropy.
     classes : tuple of (start, stop)
@@ -219,7 +220,7 @@ class LogitState:
             sum_exp_x=t,
             argmax=arg.astype(np.int64, copy=False),
             target=target,
-            labels=a.labels,
+            labels=None if a.labels is None else a.labels.copy(),  # no array shared with a
             ignore_index=a.ignore_index,
             classes=classes,
             dtype=dtype,
@@ -263,22 +264,36 @@ class LogitState:
         if self.labels is None:
             raise ValueError("cross_entropy needs labels: pass labels to partial_state")
         divisor = v.base_divisor(base)
+        self._check_labels()
         y = self.labels
         ignored = y == self.ignore_index
-        found = _in_ranges(y, self.classes)
-        missing = np.flatnonzero((~ignored & ~found).reshape(-1))
-        if missing.size:
-            i = int(missing[0])
-            label = int(y.reshape(-1)[i])
-            cover = _ranges_text(self.classes)
-            raise IndexError(
-                f"labels: label {label} at row {v.row_name(i, self.shape)} is in no slice "
-                f"(the states cover {cover}) and is not ignore_index ({self.ignore_index})"
-            )
         with np.errstate(divide="ignore", invalid="ignore"):
             ce = (self.max - self.target) + np.log(self.sum_exp)
         ce = np.where(ignored, 0.0, ce)
         return (ce / divisor).astype(self.dtype)
+
+    def _check_labels(self, name: str = "labels", num_classes: int | None = None) -> None:
+        """IndexError for the first label that is not ``ignore_index`` and in no covered class.
+        ``num_classes``: the state is known to cover every class, [0, num_classes) (``finish``
+        with ``num_classes``, numbaent.dask): such a label is out of range, and the error is the
+        one the in-memory functions give; otherwise a shard may be missing, and it says so."""
+        y = self.labels
+        if y is None:
+            return
+        missing = np.flatnonzero(
+            ((y != self.ignore_index) & ~_in_ranges(y, self.classes)).reshape(-1)
+        )
+        if not missing.size:
+            return
+        i = int(missing[0])
+        label = int(y.reshape(-1)[i])
+        row = v.row_name(i, self.shape)
+        if num_classes is not None:
+            raise v.label_out_of_range(name, label, row, num_classes, self.ignore_index)
+        raise IndexError(
+            f"{name}: label {label} at row {row} is in no slice (the states cover "
+            f"{_ranges_text(self.classes)}) and is not ignore_index ({self.ignore_index})"
+        )
 
     def correct(self) -> np.ndarray:
         """argmax == label, False for ignored rows and rows whose cross-entropy is NaN."""
@@ -384,6 +399,8 @@ def partial_state(
         dtype = v.math_dtype(data)
     n, c = data.shape
     y = None if labels is None else v.labels_rows(labels, "labels", batch)
+    if y is not None and not y.flags.owndata:  # a view of the caller's labels: the state keeps
+        y = y.copy()  # its own (the only input the state would otherwise hold on to)
     state = _empty_rows_state(n, y, ignore_index, dtype)
     if c == 0 or n == 0:
         classes = ((class_offset, class_offset + c),) if c else ()
@@ -506,7 +523,8 @@ def finish(state: LogitState, base: float | None = None, *, num_classes: int | N
     Raises
     ------
     IndexError
-        A label that is not ``ignore_index`` lies in no covered class.
+        A label that is not ``ignore_index`` lies in no covered class (with ``num_classes``: the
+        message :func:`numbaent.score` gives for a label outside [0, num_classes)).
 
     Examples
     --------
@@ -532,6 +550,7 @@ def finish(state: LogitState, base: float | None = None, *, num_classes: int | N
                 f"the states cover {_ranges_text(state.classes)}, not the {nc} classes "
                 f"[0, {nc}): a shard is missing or extra"
             )
+        state._check_labels(num_classes=nc)  # every class is in: a stray label is out of range
     divisor = v.base_divisor(base)
     lse = state.logsumexp()
     if divisor != 1.0:

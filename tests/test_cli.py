@@ -630,3 +630,309 @@ def test_error_output_is_input_spec(capsys, tmp_path):
     rc, _, err = run(capsys, "score", f"{tmp_path / 'x.npz'}:logits", "-o", tmp_path / "x.npz")
     assert_one_line_error(rc, err)
     assert (tmp_path / "x.npz").read_bytes() == before
+
+
+# --------------------------------------------------------------------------------------------------
+# stop signals: SIGTERM and SIGHUP as SIGINT (one line, 128 + signal, no file left behind)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sig, out_name",
+    [
+        ("SIGTERM", "out.npz"),
+        ("SIGHUP", "out.npz"),
+        ("SIGINT", "out.npz"),
+        ("SIGTERM", "out.parquet"),
+    ],
+)
+def test_stop_signal_leaves_no_file(tmp_path, sig, out_name):
+    import signal
+    import time
+
+    if out_name.endswith(".parquet"):
+        pytest.importorskip("pyarrow")
+    signum = getattr(signal, sig)
+    # 800 MB of logits as a sparse file (no disk used): seconds of scoring in 200 chunks
+    x = np.lib.format.open_memmap(
+        tmp_path / "logits.npy", mode="w+", dtype=np.float32, shape=(200_000, 1000)
+    )
+    del x
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    args = ["score", "logits.npy", "-o", out_name, "--chunk-rows", "1000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "numbaent", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(f".{out_name}.*.tmp")):  # the writer is open: it runs
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the temporary output file never appeared"
+            time.sleep(0.005)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signum, (proc.returncode, err)
+    assert err == f"numbaent: interrupted ({sig})\n"
+    assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logits.npy"]
+
+
+def test_interrupted_in_process(capsys, tmp_path, monkeypatch):
+    # the same path in-process: the exception the handler raises, the line, the status, no file
+    def interrupt(*a, **k):
+        raise cli.Interrupted(15)
+
+    monkeypatch.setattr(numbaent, "score", interrupt)
+    out = tmp_path / "o.npz"
+    rc, stdout, err = run(capsys, "score", DIGITS, "-o", out)
+    assert (rc, stdout, err) == (143, "", "numbaent: interrupted (SIGTERM)\n")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(numbaent, "score", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    rc, stdout, err = run(capsys, "score", DIGITS, "-o", out)
+    assert (rc, err) == (130, "numbaent: interrupted (SIGINT)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["create", "rename"])
+def test_signal_while_the_temporary_file_is_created_or_renamed(
+    capsys, tmp_path, monkeypatch, where
+):
+    # the signal lands while the temporary file is created (or renamed into place): it is
+    # raised once that is done, and the writer still removes its file
+    import signal
+    import tempfile
+
+    target, name = (tempfile, "mkstemp") if where == "create" else (os, "replace")
+    orig = getattr(target, name)
+
+    def with_signal(*a, **k):
+        res = orig(*a, **k)
+        cli._SIGNALS._handler(signal.SIGTERM, None)
+        return res
+
+    monkeypatch.setattr(target, name, with_signal)
+    out = tmp_path / "o.npz"
+    rc, stdout, err = run(capsys, "score", DIGITS, "-o", out)
+    assert (rc, err) == (143, "numbaent: interrupted (SIGTERM)\n")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ([] if where == "create" else ["o.npz"])  # renamed: complete, not partial
+    if where == "rename":
+        with np.load(out) as z:
+            assert z["logsumexp"].shape == (digits()[0].shape[0],)
+
+
+def test_signal_while_deferred_waits_for_the_block():
+    import signal
+
+    s = cli._StopSignals()
+    with pytest.raises(cli.Interrupted) as exc:
+        with s.deferred():
+            s._handler(signal.SIGHUP, None)  # noted, not raised: the block finishes
+            done = True
+    assert done and exc.value.signum == signal.SIGHUP and exc.value.name == "SIGHUP"
+    with pytest.raises(cli.Interrupted):
+        s._handler(signal.SIGTERM, None)
+
+
+def test_handlers_are_restored_after_main(capsys):
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    rc, _, _ = run(capsys, "score", DIGITS)
+    assert rc == 0
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+# --------------------------------------------------------------------------------------------------
+# errors name the user's output path, never the temporary file
+# --------------------------------------------------------------------------------------------------
+
+
+def _assert_names_output(rc, err, out):
+    assert_one_line_error(rc, err)
+    assert str(out) in err
+    assert ".tmp" not in err, err
+
+
+@pytest.mark.parametrize("out_name", ["out.npz", "out.parquet"])
+def test_disk_full_names_the_output(capsys, tmp_path, monkeypatch, out_name):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if out_name.endswith(".parquet"):
+        pq = pytest.importorskip("pyarrow.parquet")
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    else:
+        monkeypatch.setattr(np, "savez", full)
+    out = tmp_path / out_name
+    rc, _, err = run(capsys, "score", DIGITS, "-o", out)
+    _assert_names_output(rc, err, out)
+    assert "No space left on device" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_message_of_a_library(capsys, tmp_path, monkeypatch):
+    # an OSError without strerror whose text names the temporary file (as pyarrow's do)
+    import errno
+
+    def full(f, **k):
+        raise OSError(f"error writing {f.name}: [errno {errno.ENOSPC}] disk full")
+
+    monkeypatch.setattr(np, "savez", full)
+    out = tmp_path / "out.npz"
+    rc, _, err = run(capsys, "score", DIGITS, "-o", out)
+    _assert_names_output(rc, err, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_directory_names_the_output(capsys, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    # (tests run as root, for whom a 0o555 directory is writable: simulate what a user gets)
+    def denied(dir=None, prefix="", suffix="", **k):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}x1y2z3{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    out = tmp_path / "out.npz"
+    rc, _, err = run(capsys, "score", DIGITS, "-o", out)
+    _assert_names_output(rc, err, out)
+    assert "Permission denied" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rename_failure_names_the_output(capsys, tmp_path, monkeypatch):
+    import errno
+
+    def busy(src, dst):
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(src), str(dst))
+
+    monkeypatch.setattr(os, "replace", busy)
+    out = tmp_path / "out.npz"
+    rc, _, err = run(capsys, "score", DIGITS, "-o", out)
+    _assert_names_output(rc, err, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# .npy headers: checked before NumPy sees them (no warnings, one line naming the file)
+# --------------------------------------------------------------------------------------------------
+
+
+def _npy_bytes(shape, descr="<f4", data=b""):
+    header = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+BAD_HEADERS = {
+    "product overflows int64": ((2**40, 2**40), "truncated or corrupt"),
+    "one dimension beyond int64": ((2**63,), "truncated or corrupt"),
+    "bytes overflow int64": ((2**62, 4), "truncated or corrupt"),
+    "larger than the file": ((1000, 1000), "truncated or corrupt"),
+    "negative dimension": ((-1, 10), "negative dimension"),
+    "large negative dimension": ((-(2**40), 10), "negative dimension"),
+    "most negative dimension": ((-(2**63),), "negative dimension"),
+}
+
+
+@pytest.mark.parametrize("container", ["npy", "npz stored", "npz deflated"])
+@pytest.mark.parametrize("case", list(BAD_HEADERS))
+def test_bad_npy_header_is_one_line_without_warnings(capsys, tmp_path, case, container):
+    import warnings
+
+    shape, text = BAD_HEADERS[case]
+    data = _npy_bytes(shape, data=b"\0" * 64)
+    if container == "npy":
+        path = tmp_path / "x.npy"
+        path.write_bytes(data)
+        where = str(path)
+    else:
+        path = tmp_path / "x.npz"
+        comp = zipfile.ZIP_STORED if container == "npz stored" else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(path, "w", compression=comp) as zf:
+            zf.writestr("logits.npy", data)
+        where = f"{path}[logits]"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, _, err = run(capsys, "score", path, "-o", tmp_path / "o.npz")
+    assert [str(w.message) for w in caught] == []
+    assert_one_line_error(rc, err)
+    assert where in err and text in err, err
+    assert "OverflowError" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def _unsupported_float():
+    ld = np.dtype(np.longdouble)  # float128 on x86 Linux; float64 elsewhere (then complex)
+    return ld if ld.itemsize > 8 else np.dtype(np.clongdouble)
+
+
+@pytest.mark.parametrize(
+    "role, dtype",
+    [
+        ("logits", _unsupported_float()),
+        ("logits", np.dtype(np.complex64)),
+        ("logits", np.dtype(np.int32)),
+        ("teacher", _unsupported_float()),
+        ("labels", _unsupported_float()),
+    ],
+)
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_unsupported_dtype_is_named(capsys, tmp_path, role, dtype, container):
+    logits, labels, _ = digits()
+    bad = np.zeros(labels.shape if role == "labels" else logits.shape, dtype)
+    if container == "npy":
+        path = tmp_path / "bad.npy"
+        np.save(path, bad)
+        where = str(path)
+    else:
+        path = tmp_path / "bad.npz"
+        np.savez(path, **{"labels" if role == "labels" else "logits": bad})
+        where = str(path)
+    np.save(tmp_path / "good.npy", logits)
+    if role == "logits":
+        argv = [path]
+    else:
+        argv = [tmp_path / "good.npy", "--" + role, path]
+    rc, _, err = run(capsys, "score", *argv)
+    assert_one_line_error(rc, err)
+    assert f"{where}: dtype {dtype} is not supported for {role}" in err, err
+    want = "integer dtypes" if role == "labels" else "float16, float32, float64"
+    assert f"(supported: {want})" in err
+    assert "must hold real numbers" not in err
+
+
+def test_bfloat16_saved_by_numpy_gets_a_hint(capsys, tmp_path):
+    import ml_dtypes
+
+    np.save(tmp_path / "bf.npy", np.zeros((3, 4), ml_dtypes.bfloat16))  # stored as |V2
+    rc, _, err = run(capsys, "score", tmp_path / "bf.npy")
+    assert_one_line_error(rc, err)
+    assert "dtype |V2 is not supported" in err and "save it as float32" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# temperature: the library's check, before any file is touched
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t", ["1e-310", "5e-324", "0", "-1", "nan", "inf"])
+def test_bad_temperature_is_one_line(capsys, tmp_path, t):
+    out = tmp_path / "o.npz"
+    rc, _, err = run(capsys, "score", DIGITS, "--temperature", t, "-o", out)
+    assert_one_line_error(rc, err)
+    assert "temperature" in err
+    assert list(tmp_path.iterdir()) == []

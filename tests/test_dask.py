@@ -359,3 +359,33 @@ def test_distributed_local_cluster():
             same_summary(nd.score(dx, dy).summary(), numbaent.score(x, y).summary())
         assert len(client.scheduler_info()["workers"]) == 2
     assert client.status == "closed"
+
+
+@pytest.mark.parametrize("label", [300, 1000, -1])
+@pytest.mark.parametrize("chunks", [(5, 300), (5, 100), (20, 7)], ids=["rows", "class", "uneven"])
+def test_bad_label_gives_the_in_memory_error(chunks, label):
+    # class chunks merge partial states; their error is the in-memory functions', word for word
+    x = np.random.default_rng(3).standard_normal((20, 300))
+    y = np.zeros(20, np.int64)
+    y[13] = label
+    dx, dy = da.from_array(x, chunks=chunks), da.from_array(y, chunks=5)
+    for lazy, eager in (
+        (lambda: nd.score(dx, dy).cross_entropy, lambda: numbaent.score(x, y)),
+        (lambda: nd.score(dx, dy).summary(), lambda: numbaent.score(x, y)),
+        (
+            lambda: nd.softmax_cross_entropy(dx, dy, reduction="mean"),
+            lambda: numbaent.softmax_cross_entropy(x, y, reduction="mean"),
+        ),
+        (
+            lambda: nd.softmax_cross_entropy(dx, dy, weight=np.ones(300)),
+            lambda: numbaent.softmax_cross_entropy(x, y, weight=np.ones(300)),
+        ),
+    ):
+        with pytest.raises(IndexError) as want:
+            eager()
+        with pytest.raises(IndexError) as got:
+            res = lazy()
+            if not isinstance(res, dict):
+                res.compute()
+        assert str(got.value) == str(want.value)
+        assert f"label {label} at row 13 is outside [0, 300)" in str(got.value)

@@ -148,11 +148,33 @@ def test_label_smoothing_not_a_number(smoothing):
         ne.softmax_cross_entropy(X, Y, label_smoothing=smoothing, backend="numpy")
 
 
-@pytest.mark.parametrize("temperature", [0, 0.0, -1, -1e-9, float("nan"), float("inf")])
+# 1e-310, 5e-324 (subnormal): positive and finite, but 1 / T is inf (the results were NaN)
+BAD_TEMPERATURES = [0, 0.0, -1, -1e-9, float("nan"), float("inf"), 1e-310, 5e-324, 10**400]
+
+
+@pytest.mark.parametrize("temperature", BAD_TEMPERATURES)
 @pytest.mark.parametrize("func", ["softmax_kl_divergence", "score"])
 def test_temperature_not_positive(func, temperature):
     with raises(ValueError, "temperature"):
         CALLS[func](temperature=temperature, backend="numpy")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("func", ["softmax_kl_divergence", "score"])
+def test_temperature_with_a_finite_reciprocal_is_accepted(func, backend):
+    t = 1e-307  # 1 / T = 1e307: finite, so accepted (the results may overflow, never NaN)
+    res = CALLS[func](temperature=t, backend=backend)
+    kl = res.kl_divergence if func == "score" else res
+    assert not np.isnan(kl).any()
+
+
+@pytest.mark.parametrize("temperature", BAD_TEMPERATURES)
+def test_temperature_dask(temperature):
+    nd = pytest.importorskip("numbaent.dask")
+    with raises(ValueError, "temperature"):
+        nd.softmax_kl_divergence(T, X, temperature=temperature)
+    with raises(ValueError, "temperature"):
+        nd.score(X, Y, teacher_logits=T, temperature=temperature)
 
 
 @pytest.mark.parametrize("temperature", ["2", None])

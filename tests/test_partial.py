@@ -246,3 +246,71 @@ def test_numpy_backend_gives_the_same_state():
 def test_top_level_exports():
     assert numbaent.partial_state is partial_state and numbaent.LogitState is LogitState
     assert numbaent.partial.combine is combine and numbaent.partial.finish is finish
+
+
+# --------------------------------------------------------------------------------------------------
+# no field of a state (nor of what finish gives) is a view of an input
+
+
+def _arrays(state):
+    return {
+        name: getattr(state, name)
+        for name in ("max", "sum_exp", "sum_exp_x", "argmax", "target", "labels")
+        if getattr(state, name) is not None
+    }
+
+
+@pytest.mark.parametrize(
+    "labels_of",
+    [
+        lambda y: y,  # int64, contiguous: the case that was kept as a view
+        lambda y: y.astype(np.int32),
+        lambda y: np.repeat(y, 2)[::2],  # strided
+        lambda y: y.reshape(2, 3),  # batch axes (logits reshaped to match)
+    ],
+    ids=["int64", "int32", "strided", "2-d"],
+)
+def test_state_does_not_alias_its_inputs(labels_of):
+    rng = np.random.default_rng(5)
+    y = labels_of(np.array([1, 2, 3, 4, 0, 2], dtype=np.int64))
+    x = rng.standard_normal((*y.shape, 5))
+    x_before, y_before = x.copy(), y.copy()
+    s = partial_state(x, y)
+    want = finish(s)
+    for name, a in _arrays(s).items():
+        assert not np.shares_memory(a, x) and not np.shares_memory(a, y), name
+    y[...] = 0  # the caller reuses its arrays
+    x[...] = 7.0
+    got = finish(s)
+    np.testing.assert_array_equal(s.labels, y_before)
+    for name in ("cross_entropy", "correct", "ignored", "logsumexp", "entropy", "argmax"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    close(want.cross_entropy, numbaent.score(x_before, y_before).cross_entropy)
+
+
+def test_combined_state_does_not_alias_its_parts():
+    x = np.random.default_rng(6).standard_normal((4, 6))
+    y = np.array([0, 5, 2, 3])
+    a = partial_state(x[:, :3], y)
+    b = partial_state(x[:, 3:], y, class_offset=3)
+    s = a.combine(b)
+    for part in (a, b):
+        for name, arr in _arrays(s).items():
+            for other in _arrays(part).values():
+                assert not np.shares_memory(arr, other), name
+    scores = finish(s)
+    for name, arr in _arrays(s).items():
+        for f in ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "ignored"):
+            assert not np.shares_memory(getattr(scores, f), arr), (f, name)
+
+
+def test_stray_label_once_every_class_is_in_gives_the_error_of_score():
+    x = np.zeros((3, 6))
+    y = np.array([1, 6, -100])
+    s = combine(states_of(x, y, [0, 2, 6]))
+    with pytest.raises(IndexError) as want:
+        numbaent.score(x, y)
+    with pytest.raises(IndexError) as got:
+        finish(s, num_classes=6)
+    assert str(got.value) == str(want.value)
+    assert "outside [0, 6)" in str(got.value)
