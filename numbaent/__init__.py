@@ -8,7 +8,7 @@ Probability space: :func:`entropy`, :func:`cross_entropy`, :func:`kl_divergence`
 (:mod:`numbaent.partial`); Dask arrays: :mod:`numbaent.dask` (imported explicitly). The contract is API.md; the README explains the semantics.
 """
 
-from . import partial
+from . import _threads, partial
 from ._backend import (
     BackendInfo,
     BackendUnavailableError,
@@ -30,6 +30,9 @@ from .probability import cross_entropy, entropy, js_divergence, kl_divergence
 from .scoring import Scores, score
 
 __version__ = "0.1.0"
+
+# a fork- and thread-safe threading layer for the CPU kernels (TBB), before any of them runs
+_threads.configure()
 
 __all__ = [
     "BackendInfo",

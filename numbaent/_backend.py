@@ -190,9 +190,10 @@ def resolve(backend: str | None, *arrays: object) -> str:
 def implementation(name: str):
     """The module implementing backend ``name`` (imported on first use)."""
     if name == "cpu":
+        from . import _threads
         from ._kernels import cpu
 
-        return cpu
+        return _threads.cpu_backend(cpu)  # serialised under numba's workqueue layer
     if name == "numpy":
         from ._kernels import numpy_impl
 

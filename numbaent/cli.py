@@ -800,9 +800,8 @@ def _same_file(a: str, b: str) -> bool:
 def _cmd_info(args: argparse.Namespace) -> int:
     import platform
 
-    import numba
-
     import numbaent
+    from numbaent._threads import describe, numba  # numba, its threading layer set up first
 
     info: dict[str, Any] = {
         "numbaent": getattr(numbaent, "__version__", "unknown"),
@@ -810,7 +809,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": str(numba.config.THREADING_LAYER),
+        "numba_threading_layer": _safe(describe),  # the layer in use, e.g. "tbb (fork-safe, ...)"
         "default_backend": _safe(lambda: numbaent.get_backend()),
     }
     backends = numbaent.backends()
