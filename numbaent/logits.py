@@ -303,9 +303,8 @@ def softmax_cross_entropy(
         row_w, bad = impl.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise IndexError(
-                f"target: label {int(y[i])} at row {v.row_name(i, rows.batch)} is outside "
-                f"[0, {c}) and is not ignore_index ({ignore_index})"
+            raise v.label_out_of_range(
+                "target", int(y[i]), v.row_name(i, rows.batch), c, ignore_index
             )
         denom = float(np.sum(row_w, dtype=np.float64)) if reduction == "mean" else None
         return v.scalar_if_0d(

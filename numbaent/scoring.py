@@ -168,10 +168,7 @@ def score(
     hit = np.flatnonzero(bad)
     if hit.size:
         i = int(hit[0])
-        raise IndexError(
-            f"labels: label {int(y[i])} at row {v.row_name(i, rows.batch)} is outside [0, {c}) "
-            f"and is not ignore_index ({ignore_index})"
-        )
+        raise v.label_out_of_range("labels", int(y[i]), v.row_name(i, rows.batch), c, ignore_index)
     if divisor != 1.0:
         for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
             if k in outs:

@@ -250,8 +250,8 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     """Move both RAW references of a KL state at once (returns U, Sa): each ea = exp((a - ra) it)
     scales by exp((ra - ra') it), U (raw logit units) as _blocks.kl_move."""
     f = rescale_t(ma_old, ma_new, it)
-    if f == 0.0:  # the old state vanishes (da or db may be infinite: 0 * inf is never formed)
-        return F64(0.0), F64(0.0)
+    if f == 0.0 and U == U and Sa == Sa:  # the old state vanishes (da or db may be infinite:
+        return F64(0.0), F64(0.0)  # 0 * inf is never formed; a NaN state stays NaN)
     da = ref64(ma_new) - ref64(ma_old)
     db = F64(rb_new) - F64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
@@ -263,8 +263,8 @@ def lset_move(S, T, m_old, m_new):
     if m_old == m_new:
         return S, T
     f = rescale(m_old, m_new)
-    if f == 0.0:  # empty, or vanishing against m_new (m_old - m_new may be -inf: no 0 * inf)
-        return f * S, F64(0.0)
+    if f == 0.0 and T == T:  # empty, or vanishing against m_new (m_old - m_new may be -inf:
+        return f * S, F64(0.0)  # no 0 * inf; a NaN state stays NaN)
     return f * S, f * (T + (F64(m_old) - F64(m_new)) * S)
 
 

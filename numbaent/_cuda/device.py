@@ -835,9 +835,8 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, lab
             h = call.read(firsts)
             if h[0] < n:
                 i = int(h[0])
-                raise IndexError(
-                    f"target: label {_label_value(call, y, i, ydt)} at row {v.row_name(i, batch)} "
-                    f"is outside [0, {c}) and is not ignore_index ({ignore_index})"
+                raise v.label_out_of_range(
+                    "target", _label_value(call, y, i, ydt), v.row_name(i, batch), c, ignore_index
                 )
             if nan_policy == "raise":
                 call.nan_error(h, nan_in, 2, n, batch)
@@ -905,13 +904,8 @@ def score(logits, labels=None, *, teacher_logits=None, temperature=1.0, ignore_i
                     f"teacher_logits must have the logits' shape {tuple(xv.shape)}; "
                     f"got {tuple(tv.shape)}"
                 )
-            # one kernel type per call: the teacher follows the logits (bfloat16 bits excepted:
-            # a bfloat16 teacher is decoded in registers, a teacher of bfloat16 logits is read
-            # at its own precision)
-            same = np.dtype(tv.dtype) == np.dtype(rows.dtype)
-            bits = np.dtype(tv.dtype) == np.uint16 or np.dtype(rows.dtype) == np.uint16
-            tq = call.rows(tv, ax, None if same or bits else rows.dtype)[0]
-        dtype = _math(rows.dtype)
+            tq = call.rows(tv, ax)[0]  # read at its own precision, as softmax_kl_divergence
+        dtype = _math(rows.dtype, None if tq is None else tq.dtype)
         names = ["logsumexp", "entropy", "argmax"]
         if y is not None:
             names += ["cross_entropy", "correct"]
@@ -946,9 +940,8 @@ def score(logits, labels=None, *, teacher_logits=None, temperature=1.0, ignore_i
             h = call.read(firsts)
             if h[0] < n:
                 i = int(h[0])
-                raise IndexError(
-                    f"labels: label {_label_value(call, y, i, ydt)} at row {v.row_name(i, batch)} "
-                    f"is outside [0, {c}) and is not ignore_index ({ignore_index})"
+                raise v.label_out_of_range(
+                    "labels", _label_value(call, y, i, ydt), v.row_name(i, batch), c, ignore_index
                 )
             idx = call.marked_rows(h[1], mark, n)
             fn = _on_rows(lambda a, b, o, r: exact.softmax_kl(a, b, 1.0 / t, o, r))

@@ -124,7 +124,7 @@ def kernel_args(op: str, *a):
         (x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, klo,
          bad, first) = a  # fmt: skip
         one_t = float(inv_t) == 1.0
-        k = ks.score(kind(x), kind(tq), math_type(x), t, w, tile, bool(has_labels),
+        k = ks.score(kind(x), kind(tq), math_type(x, tq), t, w, tile, bool(has_labels),
                      bool(has_teacher), one_t)  # fmt: skip
         return k, (
             x,

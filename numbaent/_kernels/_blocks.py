@@ -187,8 +187,8 @@ SLACK = 2.0
 def move_t(T, S, m_old, m_new, f):
     """T = sum e (x - m_old) moved to m_new: f (T + (m_old - m_new) S) with f = exp(m_old - m_new).
     0 when f is 0 (an empty state, or one that vanishes against m_new: m_old - m_new may then be
-    -inf for float64 logits of 1e308, and 0 * inf is never formed)."""
-    if f == 0.0:
+    -inf for float64 logits of 1e308, and 0 * inf is never formed); a NaN T stays NaN."""
+    if f == 0.0 and T == T:
         return 0.0
     return f * (T + (np.float64(m_old) - np.float64(m_new)) * S)
 
@@ -430,8 +430,8 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     each (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows,
     whose two moves are equal, keep U exactly 0."""
     f = rescale_t(ma_old, ma_new, it)
-    if f == 0.0:  # the old state vanishes (da or db may be infinite: 0 * inf is never formed)
-        return 0.0, 0.0
+    if f == 0.0 and U == U and Sa == Sa:  # the old state vanishes (da or db may be infinite:
+        return 0.0, 0.0  # 0 * inf is never formed; a NaN state stays NaN)
     da = np.float64(ref_of(ma_new)) - np.float64(ref_of(ma_old))
     db = np.float64(rb_new) - np.float64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
