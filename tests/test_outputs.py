@@ -669,7 +669,7 @@ BAD_INPUT = [
         "temperature <= 0 or not finite",
         lambda b: ne.softmax_kl_divergence(_X, _X, temperature=0, backend=b),
         ValueError,
-        r"^temperature must be a positive finite number; got 0$",
+        r"^temperature must be a positive finite number whose reciprocal is finite .*; got 0$",
     ),
     (
         "base <= 0, 1, inf",
