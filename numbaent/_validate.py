@@ -273,6 +273,7 @@ def first_nan_row(results: np.ndarray, inputs: dict):
     return None
 
 
+@np.errstate(over="ignore")  # a result beyond the float32 range in `base` units is inf
 def finish(
     res: np.ndarray,
     batch: tuple[int, ...],

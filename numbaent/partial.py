@@ -415,7 +415,8 @@ def partial_state(
         with np.errstate(invalid="ignore"):
             m = blk.max(axis=1).astype(work)  # NaN for rows with a NaN
         shift = xp.where(xp.isfinite(m), m, work(0))
-        d = xp.subtract(blk, shift[:, None], dtype=work)  # the row max becomes exactly 0
+        with np.errstate(over="ignore"):  # -3e38 - 3e38: -inf, a term exp() makes 0
+            d = xp.subtract(blk, shift[:, None], dtype=work)  # the row max becomes exactly 0
         sc = _score_block(d, backend)
         m64, log_s, h, am = (_host(a) for a in (m, sc.logsumexp, sc.entropy, sc.argmax))
         m64 = m64.astype(np.float64)

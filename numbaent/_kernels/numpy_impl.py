@@ -7,65 +7,82 @@ import numpy as np
 
 from . import oracle
 
+# float64 oracle results stored into float32 outputs: a value beyond the float32 range becomes
+# +-inf, the contract's answer, without NumPy's cast warning
+_stores = np.errstate(over="ignore")
 
+
+@_stores
 def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+@_stores
 def entropy(p, normalize, out):
     res, flags = oracle.entropy(_f64(p), normalize)
     out[...] = res
     return flags
 
 
+@_stores
 def cross_entropy(p, q, normalize, out):
     res, flags = oracle.cross_entropy(_f64(p), _f64(q), normalize)
     out[...] = res
     return flags
 
 
+@_stores
 def kl_divergence(p, q, normalize, out):
     res, flags = oracle.kl_divergence(_f64(p), _f64(q), normalize)
     out[...] = res
     return flags
 
 
+@_stores
 def js_divergence(p, q, normalize, out):
     res, flags = oracle.js_divergence(_f64(p), _f64(q), normalize)
     out[...] = res
     return flags
 
 
+@_stores
 def logsumexp(x, out):
     out[...] = oracle.logsumexp(_f64(x))
 
 
+@_stores
 def log_softmax(x, out):
     out[...] = oracle.log_softmax(_f64(x))
 
 
+@_stores
 def softmax(x, out):
     out[...] = oracle.softmax(_f64(x))
 
 
+@_stores
 def softmax_entropy(x, out):
     out[...] = oracle.softmax_entropy(_f64(x))
 
 
+@_stores
 def ce_labels(x, y, weight, ignore_index, eps, out):
     loss, row_w, bad = oracle.ce_labels(_f64(x), y, weight, ignore_index, eps)
     out[...] = loss
     return row_w, bad
 
 
+@_stores
 def ce_soft(x, t, weight, eps, out):
     out[...] = oracle.ce_soft(_f64(x), _f64(t), weight, eps)
 
 
+@_stores
 def softmax_kl(xp, xq, inv_t, out):
     out[...] = oracle.softmax_kl(_f64(xp), _f64(xq), inv_t)
 
 
+@_stores
 def score(x, y, ignore_index, teacher, inv_t, outs):
     res = oracle.score(_f64(x), y, ignore_index, None if teacher is None else _f64(teacher), inv_t)
     for name, arr in outs.items():

@@ -177,7 +177,8 @@ def ce_soft(x, t, weight, eps):
     x = _f64(x)
     c = x.shape[1]
     w = np.ones(c) if weight is None else _f64(weight)
-    coef = w * (_f64(t) * (1.0 - eps) + (eps / c if c else 0.0))
+    with np.errstate(invalid="ignore", over="ignore"):  # an inf target: its row is NaN below
+        coef = w * (_f64(t) * (1.0 - eps) + (eps / c if c else 0.0))
     loss = _weighted_nll(log_softmax(x), coef)
     # a NaN or +inf logit makes the row NaN, even where its target is 0
     loss[_row_has_nan(x) | np.isposinf(x).any(axis=1)] = np.nan
