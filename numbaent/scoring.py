@@ -172,7 +172,8 @@ def score(
     if divisor != 1.0:
         for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
             if k in outs:
-                np.divide(outs[k], divisor, out=outs[k], casting="unsafe")
+                with np.errstate(over="ignore"):  # beyond the float32 range in `base` units: inf
+                    np.divide(outs[k], divisor, out=outs[k], casting="unsafe")
     shaped = {k: a.reshape(rows.batch) for k, a in outs.items()}
     ignored = None if y is None else (y == ignore_index).reshape(rows.batch)
     return Scores(ignored=ignored, base=base, **shaped)
