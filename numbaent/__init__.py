@@ -5,7 +5,7 @@ Probability space: :func:`entropy`, :func:`cross_entropy`, :func:`kl_divergence`
 :func:`softmax_cross_entropy`, :func:`softmax_entropy`, :func:`softmax_kl_divergence`,
 :func:`score`. Backends: :func:`backends`, :func:`set_backend`, :func:`get_backend`,
 :func:`use_backend`. Sharded vocabularies: :func:`partial_state` and :class:`LogitState`
-(:mod:`numbaent.partial`); Dask arrays: :mod:`numbaent.dask` (imported explicitly). The contract is API.md; the README explains the semantics.
+(:mod:`numbaent.partial`); Dask arrays: :mod:`numbaent.dask` (imported explicitly). The README describes the contract and its semantics.
 """
 
 from . import _threads, partial

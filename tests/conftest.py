@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -61,3 +64,35 @@ def probs(rng, shape, dtype, zeros=True):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# variables that would change what a fresh interpreter does (simulator, default backend, layer)
+_FRESH_DROP = (
+    "NUMBA_ENABLE_CUDASIM",
+    "NUMBAENT_BACKEND",
+    "NUMBA_THREADING_LAYER",
+    "NUMBA_THREADING_LAYER_PRIORITY",
+)
+
+
+def run_python(code: str, timeout: float = 120, **env_overrides) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter importing this checkout's numbaent; ``VAR=None`` removes
+    ``VAR`` from its environment, ``VAR="x"`` sets it."""
+    env = dict(os.environ)
+    for var in _FRESH_DROP:
+        env.pop(var, None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    for k, v in env_overrides.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(REPO),
+    )

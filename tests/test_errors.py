@@ -1,4 +1,4 @@
-"""Every bad input API.md names: the exception type, and a message that names the argument (and the
+"""Every bad input the README names: the exception type, and a message that names the argument (and the
 row, for per-row faults). Per-row faults are detected by the kernels, so they run on both the cpu
 and the numpy backend. Inputs are never modified, on the error paths either.
 """
@@ -78,7 +78,7 @@ def test_base_one(func, base):
 @pytest.mark.parametrize("func", WITH_BASE)
 @pytest.mark.parametrize("base", ["2", b"2", [2], 2j, True, object()])
 def test_base_not_a_number(func, base):
-    # API.md: any positive number other than 1; a non-number is the wrong *type*
+    # the README: any positive number other than 1; a non-number is the wrong *type*
     with raises(TypeError, "base"):
         CALLS[func](base=base, backend="numpy")
 
@@ -370,7 +370,7 @@ def test_non_real_probabilities(func, which, bad):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("func", PROB)
 def test_bool_and_integer_probabilities_are_accepted(backend, func):
-    """API.md: integer or bool arrays are counts, converted to float64."""
+    """The README: integer or bool arrays are counts, converted to float64."""
     b = np.array([[True, False, True], [False, True, True]])
     args = (b,) if func == "entropy" else (b, b[::-1])
     got = getattr(ne, func)(*args, normalize=True, backend=backend)

@@ -23,16 +23,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
+from conftest import run_python
 
 import numbaent as ne
 from numbaent import _threads
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # seconds for any child to finish: a hang fails instead of hanging CI
 
 # The workload, shared (exec'd) by this process and the subprocesses below: fixed inputs that take
@@ -85,27 +84,6 @@ TASKS = sorted(make_tasks())
 # loaded from numba's on-disk cache can differ in the last bit (softmax_entropy, float32 64x1000,
 # one row: a kernel-side issue, not a threading one), so processes that compiled or loaded the
 # kernels differently need not agree bit for bit.
-
-
-def run_python(code: str, timeout: float = TIMEOUT, **env_overrides) -> subprocess.CompletedProcess:
-    """``code`` in a fresh interpreter importing this checkout; ``VAR=None`` removes ``VAR``."""
-    env = dict(os.environ)
-    for var in (
-        "NUMBA_ENABLE_CUDASIM",
-        "NUMBAENT_BACKEND",
-        "NUMBA_THREADING_LAYER",
-        "NUMBA_THREADING_LAYER_PRIORITY",
-    ):
-        env.pop(var, None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for k, v in env_overrides.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout
-    )
 
 
 def last_json(r: subprocess.CompletedProcess):

@@ -1,4 +1,4 @@
-"""Parity with the reference implementations numbaent claims to match (API.md).
+"""Parity with the reference implementations numbaent claims to match (the README).
 
 * ``softmax_cross_entropy`` against ``torch.nn.functional.cross_entropy`` for every combination of
   integer labels / soft targets, weight, ignore_index, label_smoothing and reduction, float64 and
@@ -8,7 +8,7 @@
 * the logit functions against ``scipy.special`` (``logsumexp``, ``softmax``, ``log_softmax``) and
   torch (``torch.logsumexp``, ``torch.special.entr``, ``Categorical.entropy``, ``F.kl_div``).
 
-The deliberate differences from torch that API.md lists are tested as differences.
+The deliberate differences from torch that the README lists are tested as differences.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def test_cross_entropy_matches_torch_hypothesis(
     )
 
 
-# ---- the torch behaviours API.md spells out
+# ---- the torch behaviours the README spells out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -308,7 +308,7 @@ def test_empty_batch_matches_torch(backend):
         assert_matches(got, torch_ce(x, y, None, reduction=reduction), 1e-12)
 
 
-# ---- deliberate differences from torch (API.md)
+# ---- deliberate differences from torch (the README)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

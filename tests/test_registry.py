@@ -8,19 +8,16 @@ subprocesses, so that this test session's own imports (torch, numba) cannot hide
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import numbaent as ne
 from numbaent import _backend
 
-REPO = Path(__file__).resolve().parents[1]
 NAMES = {"cpu", "cuda", "numpy"}
 # modules that `import numbaent` must not pull in (GPU stacks, and torch)
 FORBIDDEN = ("cupy", "numba.cuda", "numba_cuda", "torch")
@@ -31,27 +28,6 @@ def _restore_default_backend():
     saved = ne.get_backend()
     yield
     ne.set_backend(saved)
-
-
-def run_python(code: str, **env_overrides) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter that imports this checkout's numbaent."""
-    env = dict(os.environ)
-    for var in ("NUMBA_ENABLE_CUDASIM", "NUMBAENT_BACKEND"):
-        env.pop(var, None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    for k, v in env_overrides.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=str(REPO),
-    )
 
 
 def _no_gpu_here() -> bool:
