@@ -273,7 +273,15 @@ def first_nan_row(results: np.ndarray, inputs: dict):
     return None
 
 
-@np.errstate(over="ignore")  # a result beyond the float32 range in `base` units is inf
+def to_units(res: np.ndarray, divisor: float) -> None:
+    """Divide the per-row results ``res`` by the unit ``divisor`` (ln base) in place; a value
+    beyond the float32 range in those units is +-inf, the contract's answer, without a warning."""
+    if divisor != 1.0:
+        with np.errstate(over="ignore"):
+            np.divide(res, divisor, out=res, casting="unsafe")
+
+
+@np.errstate(over="ignore")  # the float64 mean or sum of float32 results, stored back
 def finish(
     res: np.ndarray,
     batch: tuple[int, ...],
@@ -295,8 +303,7 @@ def finish(
             row, name = hit
             raise ValueError(f"nan_policy='raise': {name} has a NaN in row {row_name(row, batch)}")
     if reduction == "none":
-        if divisor != 1.0:
-            np.divide(res, divisor, out=res, casting="unsafe")
+        to_units(res, divisor)
         shaped = res.reshape(batch)
         if out_final is not None:
             if not np.shares_memory(out_final, shaped):

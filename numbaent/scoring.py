@@ -169,11 +169,9 @@ def score(
     if hit.size:
         i = int(hit[0])
         raise v.label_out_of_range("labels", int(y[i]), v.row_name(i, rows.batch), c, ignore_index)
-    if divisor != 1.0:
-        for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
-            if k in outs:
-                with np.errstate(over="ignore"):  # beyond the float32 range in `base` units: inf
-                    np.divide(outs[k], divisor, out=outs[k], casting="unsafe")
+    for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
+        if k in outs:
+            v.to_units(outs[k], divisor)
     shaped = {k: a.reshape(rows.batch) for k, a in outs.items()}
     ignored = None if y is None else (y == ignore_index).reshape(rows.batch)
     return Scores(ignored=ignored, base=base, **shaped)
