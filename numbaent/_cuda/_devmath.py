@@ -34,6 +34,7 @@ from . import _config
 
 SIM = _config.SIM
 NINF = -math.inf
+INF = math.inf
 F64 = np.float64
 FULL_MASK = 0xFFFFFFFF
 BIG = 2**62  # "no index yet" for the argmax / first-NaN trackers (exact in float64)
@@ -250,8 +251,11 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     """Move both RAW references of a KL state at once (returns U, Sa): each ea = exp((a - ra) it)
     scales by exp((ra - ra') it), U (raw logit units) as _blocks.kl_move."""
     f = rescale_t(ma_old, ma_new, it)
-    if f == 0.0 and U == U and Sa == Sa:  # the old state vanishes (da or db may be infinite:
-        return F64(0.0), F64(0.0)  # 0 * inf is never formed; a NaN state stays NaN)
+    # The old state vanishes (da or db may be infinite: 0 * inf is never formed). A NaN state stays
+    # NaN, and so does an infinite U (a finite teacher logit over a -inf student one): 0 * inf
+    # sends the row to the exact path, which gives the contract's +inf.
+    if f == 0.0 and abs(U) < INF and Sa == Sa:
+        return F64(0.0), F64(0.0)
     da = ref64(ma_new) - ref64(ma_old)
     db = F64(rb_new) - F64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa

@@ -41,6 +41,7 @@ KERNEL = {"parallel": True, "nogil": True, "fastmath": False, "error_model": "nu
 ROW = {"fastmath": False, "error_model": "numpy", "cache": True}
 BLK = {"fastmath": FASTMATH, "error_model": "numpy", "cache": True}
 NINF = -np.inf
+INF = np.inf
 
 
 @njit(**BLK)
@@ -430,8 +431,11 @@ def kl_move(U, Sa, ma_old, ma_new, rb_old, rb_new, it):
     each (a - ra) - (b - rb) changes by (rb' - rb) - (ra' - ra). One step, so that identical rows,
     whose two moves are equal, keep U exactly 0."""
     f = rescale_t(ma_old, ma_new, it)
-    if f == 0.0 and U == U and Sa == Sa:  # the old state vanishes (da or db may be infinite:
-        return 0.0, 0.0  # 0 * inf is never formed; a NaN state stays NaN)
+    # The old state vanishes (da or db may be infinite: 0 * inf is never formed). A NaN state stays
+    # NaN, and so does an infinite U (a finite teacher logit over a -inf student one): 0 * inf
+    # sends the row to the exact path, which gives the contract's +inf.
+    if f == 0.0 and abs(U) < INF and Sa == Sa:
+        return 0.0, 0.0
     da = np.float64(ref_of(ma_new)) - np.float64(ref_of(ma_old))
     db = np.float64(rb_new) - np.float64(rb_old)
     return f * U + (db - da) * (f * Sa), f * Sa
