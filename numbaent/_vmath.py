@@ -34,6 +34,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from . import _jitcache  # noqa: F401  (before any cached @njit: see _jitcache)
+
 # 'contract' (FMA) only: it keeps the magic-number rounding and Cody-Waite reduction exact (an FMA
 # rounds once); 'reassoc' would fold them away. Stated explicitly so callers' flags are not inherited.
 _FM = {"contract"}

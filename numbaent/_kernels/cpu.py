@@ -10,13 +10,23 @@ from . import cpu_logits, cpu_prob, cpu_score, exact
 from ._blocks import SMALL_C
 
 
+def ro(a):
+    """A read-only view of an input array (no copy). Numba types the read-only flag, so a kernel
+    given writable and read-only arrays (np.load(mmap_mode="r"), torch, broadcasts) would compile
+    twice; every input reaches the kernels read-only, one specialisation per dtype."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def kernel_view(a):
-    """float16 -> int16 bits, bfloat16 -> uint16 bits (decoded in registers by the kernels)."""
+    """A read-only view of an input (see ``ro``): float16 -> int16 bits, bfloat16 -> uint16 bits
+    (decoded in registers by the kernels)."""
     if a.dtype == np.float16:
-        return a.view(np.int16)
+        return ro(a.view(np.int16))
     if a.dtype.name == "bfloat16":
-        return a.view(np.uint16)
-    return a
+        return ro(a.view(np.uint16))
+    return ro(a)
 
 
 def _flags(n):
@@ -59,7 +69,7 @@ def _small(x):
     return 0 < x.shape[1] <= SMALL_C
 
 
-_NO_I64 = np.empty(0, np.int64)
+_NO_I64 = ro(np.empty(0, np.int64))
 _NO_F64 = np.empty(0, np.float64)
 _NO_I8 = np.empty(0, np.int8)
 
@@ -98,7 +108,7 @@ def softmax_entropy(x, out):
 
 
 def _weights(weight, c, dtype):
-    return np.ones(c, dtype) if weight is None else np.ascontiguousarray(weight, dtype=dtype)
+    return ro(np.ones(c, dtype) if weight is None else np.ascontiguousarray(weight, dtype=dtype))
 
 
 def ce_labels(x, y, weight, ignore_index, eps, out):
@@ -109,7 +119,7 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
     bad = _flags(n)
     xv = kernel_view(x)
     if weight is None and eps == 0 and _small(x):
-        cpu_logits.small_rows(xv, y, ignore_index, 1, out, row_w, bad)
+        cpu_logits.small_rows(xv, ro(y), ignore_index, 1, out, row_w, bad)
     elif weight is None and eps == 0 and cpu_logits.use_split(n, c):
         m, s = _split_states(x, out.dtype)
         ignored = y == ignore_index
@@ -122,11 +132,11 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
         out[...] = np.where(ok, loss, np.where(ignored, 0.0, np.nan))
         row_w[...] = ok
     elif weight is None and eps == 0:
-        cpu_logits.ce_labels(xv, y, ignore_index, out, row_w, bad)
+        cpu_logits.ce_labels(xv, ro(y), ignore_index, out, row_w, bad)
     else:
         w = _weights(weight, c, out.dtype)
         cpu_logits.ce_labels_general(
-            xv, y, w, ignore_index, float(eps), np.ones(c, out.dtype), out, row_w, bad
+            xv, ro(y), w, ignore_index, float(eps), ro(np.ones(c, out.dtype)), out, row_w, bad
         )
         if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
             idx = exact.nonfinite_rows(out, x)
@@ -153,7 +163,7 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
     dummy_f = np.empty(0, lse.dtype)
     cpu_score.score(
         xv,
-        y if y is not None else np.empty(0, np.int64),
+        ro(y if y is not None else np.empty(0, np.int64)),
         y is not None,
         ignore_index,
         kernel_view(teacher) if teacher is not None else xv,

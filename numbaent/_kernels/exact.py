@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _jitcache  # noqa: F401  (before any cached @njit: see _jitcache)
 from . import oracle
 
 CHUNK_ELEMS = 1 << 20
