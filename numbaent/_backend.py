@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from . import _arrays
+
 NAMES = ("cpu", "cuda", "numpy")
 _CHOICES = ("auto", *NAMES)
 
@@ -158,14 +160,8 @@ def _cpu_detail() -> str:
 
 
 def is_device_array(a: object) -> bool:
-    """True for arrays that live on a CUDA device (CuPy, torch CUDA, __cuda_array_interface__)."""
-    if hasattr(a, "__cuda_array_interface__"):
-        return True
-    mod = type(a).__module__
-    if mod.startswith("torch"):
-        dev = getattr(a, "device", None)
-        return getattr(dev, "type", None) == "cuda"
-    return False
+    """True for arrays that live on a CUDA device (the one detector: ``numbaent._arrays``)."""
+    return _arrays.is_device(a)
 
 
 def resolve(backend: str | None, *arrays: object) -> str:

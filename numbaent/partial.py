@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend
+from . import _arrays, _backend
 from . import _validate as v
 
 __all__ = ["LogitState", "combine", "finish", "partial_state"]
@@ -326,6 +326,7 @@ def _device_module():
     return cupy
 
 
+@_arrays.op("logits", "labels")
 def partial_state(
     logits: ArrayLike,
     labels: ArrayLike | None = None,

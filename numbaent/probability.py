@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend
+from . import _arrays, _backend
 from . import _validate as v
 
 ArrayLike = Any
@@ -71,6 +71,7 @@ def _prob_call(
     )
 
 
+@_arrays.op("p")
 def entropy(
     p: ArrayLike,
     *,
@@ -134,6 +135,7 @@ def entropy(
     return v.scalar_if_0d(res, out)
 
 
+@_arrays.op("p", "q")
 def cross_entropy(
     p: ArrayLike,
     q: ArrayLike,
@@ -174,6 +176,7 @@ def cross_entropy(
     return v.scalar_if_0d(res, out)
 
 
+@_arrays.op("p", "q")
 def kl_divergence(
     p: ArrayLike,
     q: ArrayLike,
@@ -213,6 +216,7 @@ def kl_divergence(
     return v.scalar_if_0d(res, out)
 
 
+@_arrays.op("p", "q")
 def js_divergence(
     p: ArrayLike,
     q: ArrayLike,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend
+from . import _arrays, _backend
 from . import _validate as v
 
 ArrayLike = Any
@@ -97,6 +97,7 @@ class Scores:
         }
 
 
+@_arrays.op("logits", "labels", "teacher_logits")
 def score(
     logits: ArrayLike,
     labels: ArrayLike | None = None,

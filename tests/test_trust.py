@@ -182,7 +182,9 @@ def test_every_element_order_is_within_the_bound(backend, c, scale, seed, masked
 # --------------------------------------------------------------------------------------------------
 # mixed dtypes between the logits and the teacher / the target
 
-PAIRS_FAST = [(F16, F32), (BF16, F32), (F32, F64), (F64, F32)]
+# the default run: a half-precision pair and a float64 teacher (each pair costs ~10 s of compiles);
+# the slow run has every pair
+PAIRS_FAST = [(BF16, F32), (F32, F64)]
 PAIRS_ALL = [(a, b) for a in (F16, BF16, F32, F64) for b in (F16, BF16, F32, F64) if a != b]
 
 
