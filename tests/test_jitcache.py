@@ -51,3 +51,13 @@ def test_install_is_idempotent():
     n = len(caching.CacheImpl._locator_classes)
     _jitcache.install()
     assert len(caching.CacheImpl._locator_classes) == n
+
+
+def test_every_module_with_cached_njit_code_is_in_the_stamp():
+    root = _jitcache._ROOT
+    found = {
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "njit" in path.read_text() and path.name != "_jitcache.py"
+    }
+    assert found == set(_jitcache._SOURCES)

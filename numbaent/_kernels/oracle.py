@@ -87,8 +87,8 @@ def js_divergence(p, q, normalize):
         log_m = np.log(p + q) - np.log(2.0)  # log of the mixture (p + q) / 2, which may underflow
         pm = np.where(p == 0, 0.0, p * log_m)
         qm = np.where(q == 0, 0.0, q * log_m)
-    js = 0.5 * (_xlogy(p, p) - pm).sum(axis=1)
-    js += 0.5 * (_xlogy(q, q) - qm).sum(axis=1)
+        js = 0.5 * (_xlogy(p, p) - pm).sum(axis=1)  # an infinite p or q: inf - inf, NaN (the
+        js += 0.5 * (_xlogy(q, q) - qm).sum(axis=1)  # contract's answer for such a row)
     js[bad] = np.nan
     return js, flags
 
