@@ -17,6 +17,7 @@ from ._backend import (
     set_backend,
     use_backend,
 )
+from ._summary import SummaryState
 from .logits import (
     log_softmax,
     logsumexp,
@@ -39,6 +40,7 @@ __all__ = [
     "BackendUnavailableError",
     "LogitState",
     "Scores",
+    "SummaryState",
     "backends",
     "cross_entropy",
     "entropy",

@@ -19,25 +19,12 @@ import importlib.util
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from . import _arrays
+from ._types import BackendInfo, BackendUnavailableError
 
 NAMES = ("cpu", "cuda", "numpy")
 _CHOICES = ("auto", *NAMES)
-
-
-class BackendUnavailableError(RuntimeError):
-    """An explicitly requested backend cannot run here; the message says why."""
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """Availability of one backend: ``available``, a short ``reason`` and a longer ``detail``."""
-
-    available: bool
-    reason: str
-    detail: str = ""
 
 
 def _check_name(name: object, what: str = "backend") -> str:

@@ -4,8 +4,8 @@
 than memory work) or a ``.npz`` file (arrays taken by name: ``logits``, and ``labels`` /
 ``teacher_logits`` when present and not given separately; an uncompressed ``.npz`` member is
 memory-mapped too, a compressed one is read whole). Rows are scored in chunks with
-:func:`numbaent.score`; the chunk summaries are combined exactly (means weighted by each
-chunk's non-ignored rows, perplexity recomputed from the combined mean cross-entropy).
+:func:`numbaent.score`; the chunks' exact ``SummaryState`` sums are merged, so the summary is
+bit-identical to the summary of all rows in one piece, whatever ``--chunk-rows`` is.
 ``-o OUT.npz`` / ``-o OUT.parquet`` writes the per-row arrays, through a temporary file in the
 same directory that is renamed into place only when everything succeeded.
 
@@ -41,18 +41,15 @@ from typing import Any
 import numpy as np
 
 from . import _validate
+from ._summary import SummaryState
 
-__all__ = ["main", "combine_summaries", "load_array", "CliError"]
+__all__ = ["main", "load_array", "CliError"]
 
 PROG = "numbaent"
 #: default chunk size target, in bytes of logits (plus teacher logits) per chunk
 CHUNK_BYTES = 256 * 2**20
 #: per-row fields of ``numbaent.Scores`` (used when the object is not a dataclass)
 SCORE_FIELDS = ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "kl_divergence")
-#: summary entries that are means over the non-ignored rows
-MEAN_KEYS = ("cross_entropy", "accuracy", "entropy", "kl_divergence")
-#: summary entries that are counts
-COUNT_KEYS = ("rows", "ignored")
 #: names tried, in order, for each input taken from a ``.npz``
 NPZ_NAMES = {
     "logits": ("logits",),
@@ -297,63 +294,6 @@ def load_array(spec: str | os.PathLike[str], role: str = "logits") -> np.ndarray
 # --------------------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------------------
-
-
-def _as_float(v: Any) -> float | None:
-    if v is None:
-        return None
-    return float(v)
-
-
-def _perplexity(ce: float | None, base: float | None) -> float | None:
-    if ce is None:
-        return None
-    if math.isnan(ce):
-        return math.nan
-    try:
-        return math.exp(ce) if base is None else float(base) ** ce
-    except OverflowError:
-        return math.inf
-
-
-def combine_summaries(
-    summaries: Sequence[dict[str, Any]], weights: Sequence[int], base: float | None = None
-) -> dict[str, Any]:
-    """Combine ``Scores.summary()`` dicts of disjoint row chunks into the summary of all rows.
-
-    ``weights[i]`` is the number of non-ignored rows of chunk ``i`` (the rows its means are
-    taken over). Means (``MEAN_KEYS``) are weighted by it; chunks of weight 0 are left out
-    (their means are NaN); no weight at all gives NaN, as an unchunked all-ignored input does.
-    Counts (``rows``, ``ignored``) are summed; ``perplexity`` is recomputed from the combined
-    mean cross-entropy as ``base ** CE`` (``e ** CE`` when ``base`` is None). A field that is
-    None in the chunks stays None. Other keys are dropped when there is more than one chunk.
-    A single chunk is returned unchanged.
-    """
-    if len(summaries) != len(weights):
-        raise ValueError("summaries and weights differ in length")
-    if not summaries:
-        raise ValueError("no summaries to combine")
-    if len(summaries) == 1:
-        return dict(summaries[0])
-    total = sum(int(w) for w in weights)
-    out: dict[str, Any] = {}
-    for key in summaries[0]:
-        vals = [s.get(key) for s in summaries]
-        if key in COUNT_KEYS:
-            out[key] = None if all(v is None for v in vals) else sum(int(v or 0) for v in vals)
-        elif key in MEAN_KEYS:
-            if all(v is None for v in vals):
-                out[key] = None
-            elif total <= 0:
-                out[key] = math.nan
-            else:
-                acc = math.fsum(float(v) * int(w) for v, w in zip(vals, weights, strict=True) if w)
-                out[key] = acc / total
-        elif key == "perplexity":
-            out[key] = None  # filled in below, once cross_entropy is known
-    if "perplexity" in out:
-        out["perplexity"] = _perplexity(_as_float(out.get("cross_entropy")), base)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -717,8 +657,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
 
     progress = _Progress(n, enabled=not args.no_progress and sys.stderr.isatty())
-    summaries: list[dict[str, Any]] = []
-    weights: list[int] = []
+    state = SummaryState()  # exact sums: the summary does not depend on --chunk-rows
     writer = None
     try:
         if args.output:
@@ -744,16 +683,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 base=args.base,
                 backend=args.backend,
             )
-            summaries.append(dict(scores.summary()))
-            ignored = 0 if lab is None else int(np.count_nonzero(lab == args.ignore_index))
-            weights.append((stop - start) - ignored)
+            state = state.merge(scores.summary_state())
             if writer is not None:
                 writer.add(_score_arrays(scores, stop - start))
             for d, a in zip(droppers, (flat, flat_teacher), strict=True):
                 if a is not None:
                     d.done(a[start:stop])
             progress.update(stop)
-        summary = combine_summaries(summaries, weights, args.base)
+        summary = state.result()
         if writer is not None:
             writer.commit()
     except BaseException:

@@ -52,6 +52,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -65,9 +66,10 @@ from . import _backend
 from . import _validate as v
 from . import logits as _logits
 from . import probability as _prob
-from .partial import _host, partial_state
+from ._summary import SummaryState
+from ._types import Scores, to_numpy
 from .partial import combine as _combine_states
-from .scoring import Scores
+from .partial import partial_state
 from .scoring import score as _score
 
 __all__ = [
@@ -639,7 +641,7 @@ def _finish_ce(state, *rest, base, nan_policy, c):
     state._check_labels("target", c)  # the states cover [0, c): the in-memory functions' error
     ce = state.cross_entropy(base)
     if rest:  # class weights: the loss of a row is weight[label] * CE (torch semantics)
-        w = _host(rest[0]).astype(np.float64)
+        w = to_numpy(rest[0]).astype(np.float64)
         y = state.labels
         ok = y != state.ignore_index
         ce = np.where(ok, w[np.where(ok, y, 0)] * ce, 0.0).astype(state.dtype)
@@ -656,11 +658,11 @@ def _finish_shift(state):
 
 
 def _row_weights(yb, *rest, ignore_index, c):
-    yb = _host(yb)
+    yb = to_numpy(yb)
     ok = (yb != ignore_index) & (yb >= 0) & (yb < c)
     if not rest:
         return ok.astype(np.float64)
-    w = _host(rest[0]).astype(np.float64)
+    w = to_numpy(rest[0]).astype(np.float64)
     return np.where(ok, w[np.where(ok, yb, 0)], 0.0)
 
 
@@ -958,57 +960,35 @@ class DaskScores(Scores):
 
     def summary(self, **compute_kwargs) -> dict:
         """As :meth:`numbaent.Scores.summary` (means over non-ignored rows), computed in one pass;
-        keyword arguments go to :func:`dask.compute`."""
-        keep = None if self.ignored is None else ~self.ignored
-        rows = math.prod(self.logsumexp.shape)
+        keyword arguments go to :func:`dask.compute`. The same dict, bit for bit, as the summary
+        of the computed scores: one exact ``SummaryState`` per row chunk, merged."""
+        return self.summary_state(**compute_kwargs).result()
 
-        def kept_sum(a):
-            if a is None:
-                return None
-            if keep is not None:
-                a = da.where(keep, a, 0)
-            return a.sum(dtype=np.float64)
-
-        parts = {
-            "n_keep": rows if keep is None else keep.sum(),
-            "ignored": 0 if keep is None else self.ignored.sum(),
-            "cross_entropy": kept_sum(self.cross_entropy),
-            "accuracy": kept_sum(self.correct),
-            "entropy": kept_sum(self.entropy),
-            "kl_divergence": kept_sum(self.kl_divergence),
-        }
-        (vals,) = dask.compute(parts, **compute_kwargs)
-        n_keep = int(vals["n_keep"])
-
-        def mean(name):
-            s = vals[name]
-            if s is None:
-                return None
-            return float(s) / n_keep if n_keep else math.nan
-
-        ce = mean("cross_entropy")
-        ppl = None
-        if ce is not None:
-            b = math.e if self.base is None else float(self.base)
-            try:
-                ppl = b**ce
-            except OverflowError:
-                ppl = math.inf
-        return {
-            "cross_entropy": ce,
-            "perplexity": ppl,
-            "accuracy": mean("accuracy"),
-            "entropy": mean("entropy"),
-            "kl_divergence": mean("kl_divergence"),
-            "rows": int(rows),
-            "ignored": int(vals["ignored"]),
-        }
+    def summary_state(self, **compute_kwargs) -> SummaryState:
+        """The merged :class:`SummaryState` of the row chunks (one Dask computation)."""
+        names = [f for f in _STATE_FIELDS if getattr(self, f) is not None]
+        ref = self.logsumexp
+        blocks = [getattr(self, f).rechunk(ref.chunks).to_delayed().ravel() for f in names]
+        parts = [
+            dask.delayed(_block_state)(names, self.base, *block)
+            for block in zip(*blocks, strict=True)
+        ]
+        (states,) = dask.compute(parts, **compute_kwargs)
+        return functools.reduce(SummaryState.merge, states, SummaryState())
 
     def compute(self, **compute_kwargs) -> Scores:
         """The in-memory :class:`numbaent.Scores` (one Dask computation for every field)."""
         arrays = self.as_dict()
         (done,) = dask.compute(arrays, **compute_kwargs)
         return Scores(base=self.base, **done)
+
+
+_STATE_FIELDS = ("logsumexp", "ignored", "cross_entropy", "correct", "entropy", "kl_divergence")
+
+
+def _block_state(names, base, *arrays):
+    fields = dict(zip(names, arrays, strict=True))
+    return Scores(argmax=None, base=base, **fields).summary_state()
 
 
 def _score_block(xb, *rest, has_labels, has_teacher, kw):

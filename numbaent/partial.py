@@ -60,6 +60,8 @@ import numpy as np
 
 from . import _arrays, _backend
 from . import _validate as v
+from ._types import Scores, to_numpy
+from .scoring import score
 
 __all__ = ["LogitState", "combine", "finish", "partial_state"]
 
@@ -419,7 +421,7 @@ def partial_state(
         with np.errstate(over="ignore"):  # -3e38 - 3e38: -inf, a term exp() makes 0
             d = xp.subtract(blk, shift[:, None], dtype=work)  # the row max becomes exactly 0
         sc = _score_block(d, backend)
-        m64, log_s, h, am = (_host(a) for a in (m, sc.logsumexp, sc.entropy, sc.argmax))
+        m64, log_s, h, am = (to_numpy(a) for a in (m, sc.logsumexp, sc.entropy, sc.argmax))
         m64 = m64.astype(np.float64)
         log_s = log_s.astype(np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -439,24 +441,12 @@ def partial_state(
                 vals = data[idx, cols]
             else:
                 vals = data[xp.asarray(idx), xp.asarray(cols)]
-            state.target[idx] = _host(vals).astype(np.float64)
+            state.target[idx] = to_numpy(vals).astype(np.float64)
     return _reshaped(state, batch, ((class_offset, class_offset + c),))
 
 
 def _score_block(d, backend):
-    # imported here: numbaent/__init__ imports this module
-    from .scoring import score
-
     return score(d, backend=backend)
-
-
-def _host(a) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a
-    get = getattr(a, "get", None)  # CuPy
-    if get is not None:
-        return get()
-    return np.asarray(a)
 
 
 def _reshaped(state: LogitState, batch: tuple[int, ...], classes) -> LogitState:
@@ -540,7 +530,6 @@ def finish(state: LogitState, base: float | None = None, *, num_classes: int | N
     ...
     ValueError: the states cover [0, 2), not the 3 classes [0, 3): a shard is missing or extra
     """
-    from .scoring import Scores
 
     if not isinstance(state, LogitState):
         raise TypeError(f"finish takes a LogitState; got {type(state).__name__}")

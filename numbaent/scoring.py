@@ -2,99 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from . import _arrays, _backend
 from . import _validate as v
+from ._types import Scores
 
 ArrayLike = Any
-
-
-def _host(a) -> np.ndarray:
-    """A NumPy view/copy of a per-row field: NumPy as is, CuPy via .get(), torch via .cpu()."""
-    if isinstance(a, np.ndarray):
-        return a
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
-        return a.get()
-    if type(a).__module__.startswith("torch"):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Per-row results of :func:`score`. Fields that were not computed are None.
-
-    ``logsumexp``, ``entropy`` (of the softmax), ``argmax`` always; ``cross_entropy`` and
-    ``correct`` with labels (ignored rows: 0 and False); ``kl_divergence`` (teacher || model) with
-    a teacher. ``ignored`` marks rows whose label is ``ignore_index`` (None without labels).
-    Values are in the units of ``base``.
-    """
-
-    logsumexp: Any
-    entropy: Any
-    argmax: Any
-    cross_entropy: Any = None
-    correct: Any = None
-    kl_divergence: Any = None
-    ignored: Any = None
-    base: float | None = None
-
-    def summary(self) -> dict:
-        """Means over non-ignored rows: cross_entropy, perplexity (base**CE, e**CE in nats),
-        accuracy, entropy, kl_divergence; plus the counts ``rows`` and ``ignored``.
-        Statistics that were not computed are None; a mean over no rows is NaN.
-
-        Examples
-        --------
-        >>> import numpy as np, numbaent
-        >>> s = numbaent.score(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), np.array([0, -100]))
-        >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
-        {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1}
-        """
-        rows = int(np.size(_host(self.logsumexp)))
-        ignored = None if self.ignored is None else _host(self.ignored)
-        keep = None if ignored is None else ~ignored
-        n_ign = 0 if ignored is None else int(np.count_nonzero(ignored))
-
-        def mean(a, dtype=np.float64):
-            if a is None:
-                return None
-            a = _host(a).reshape(-1)
-            if keep is not None:
-                a = a[keep.reshape(-1)]
-            return float(np.mean(a, dtype=dtype)) if a.size else math.nan
-
-        ce = mean(self.cross_entropy)
-        if ce is None:
-            ppl = None
-        else:
-            b = math.e if self.base is None else float(self.base)
-            try:
-                ppl = b**ce
-            except OverflowError:
-                ppl = math.inf
-        return {
-            "cross_entropy": ce,
-            "perplexity": ppl,
-            "accuracy": mean(self.correct),
-            "entropy": mean(self.entropy),
-            "kl_divergence": mean(self.kl_divergence),
-            "rows": rows,
-            "ignored": n_ign,
-        }
-
-    def as_dict(self) -> dict:
-        """The per-row arrays that were computed, by name."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "base" and getattr(self, f.name) is not None
-        }
 
 
 @_arrays.op("logits", "labels", "teacher_logits")

@@ -17,7 +17,7 @@ import pytest
 
 import numbaent
 from numbaent import cli
-from numbaent.cli import combine_summaries, load_array, main
+from numbaent.cli import load_array, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "examples" / "digits_logits.npz"
@@ -346,53 +346,6 @@ def test_load_sniffs_content_not_extension(tmp_path):
     np.save(tmp_path / "a.npy", a)
     (tmp_path / "a.bin").write_bytes((tmp_path / "a.npy").read_bytes())
     np.testing.assert_array_equal(load_array(tmp_path / "a.bin"), a)
-
-
-# --------------------------------------------------------------------------------------------------
-# combining summaries (no library needed)
-# --------------------------------------------------------------------------------------------------
-
-
-def _summ(ce, acc, ent, kl, rows, ignored, base=None):
-    ppl = None if ce is None or ce > 700 else (base or math.e) ** ce
-    return {
-        "cross_entropy": ce,
-        "perplexity": ppl,
-        "accuracy": acc,
-        "entropy": ent,
-        "kl_divergence": kl,
-        "rows": rows,
-        "ignored": ignored,
-    }
-
-
-def test_combine_weighted_by_non_ignored_rows():
-    a = _summ(1.0, 0.5, 2.0, None, rows=10, ignored=2)
-    b = _summ(3.0, 1.0, 4.0, None, rows=4, ignored=0)
-    c = _summ(math.nan, math.nan, math.nan, None, rows=5, ignored=5)
-    got = combine_summaries([a, b, c], [8, 4, 0], base=2.0)
-    assert got["cross_entropy"] == pytest.approx((8 * 1 + 4 * 3) / 12)
-    assert got["accuracy"] == pytest.approx((8 * 0.5 + 4) / 12)
-    assert got["entropy"] == pytest.approx((8 * 2 + 4 * 4) / 12)
-    assert got["perplexity"] == pytest.approx(2.0 ** got["cross_entropy"])
-    assert got["kl_divergence"] is None
-    assert got["rows"] == 19 and got["ignored"] == 7
-    assert list(got) == list(a)
-
-
-def test_combine_nats_all_ignored_overflow_and_single():
-    a = _summ(1.0, 0.0, 1.0, 0.5, 3, 0)
-    b = _summ(2.0, 1.0, 1.0, 1.5, 1, 0)
-    got = combine_summaries([a, b], [3, 1])
-    assert got["perplexity"] == pytest.approx(math.exp(1.25))
-    assert got["kl_divergence"] == pytest.approx(0.75)
-    nan = combine_summaries([_summ(math.nan, math.nan, math.nan, None, 2, 2)] * 2, [0, 0])
-    assert math.isnan(nan["cross_entropy"]) and math.isnan(nan["perplexity"])
-    big = combine_summaries([_summ(1e6, 0, 0, None, 1, 0, base=2)] * 2, [1, 1], base=2)
-    assert big["perplexity"] == math.inf
-    assert combine_summaries([a], [3]) == a
-    with pytest.raises(ValueError):
-        combine_summaries([a, b], [1])
 
 
 # --------------------------------------------------------------------------------------------------

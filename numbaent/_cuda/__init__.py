@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 
+from .._types import BackendInfo
+
 
 def availability():
     """``BackendInfo`` for the cuda backend, saying precisely why it is unavailable. Never raises.
     Initialises the CUDA driver (not a context) the first time; the answer is cached."""
-    from .._backend import BackendInfo
-
     try:
         return _availability()
     except Exception as exc:  # an informational call never raises
@@ -25,8 +25,6 @@ def availability():
 
 @functools.lru_cache(maxsize=1)
 def _availability():
-    from .._backend import BackendInfo
-
     try:
         from numba import cuda
     except Exception as exc:

@@ -34,6 +34,7 @@ from numba import cuda
 
 from .. import _validate as v
 from .._kernels import exact
+from .._types import Scores
 from . import _config, ops
 from . import kernels_util as ku
 
@@ -884,7 +885,6 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100, lab
 
 def score(logits, labels=None, *, teacher_logits=None, temperature=1.0, ignore_index=-100,
           base=None, axis=-1):  # fmt: skip
-    from ..scoring import Scores
 
     divisor = v.base_divisor(base)
     t = v.check_temperature(temperature)
