@@ -237,7 +237,7 @@ class LogitState:
         m = self.max
         with np.errstate(divide="ignore", invalid="ignore"):
             lse = np.where(m == -np.inf, -np.inf, m + np.log(self.sum_exp))
-        return lse.astype(self.dtype)
+        return self._out(lse)
 
     def entropy(self, base: float | None = None) -> np.ndarray:
         """Entropy of the softmax over the classes covered: log S - T / S, as
@@ -245,7 +245,7 @@ class LogitState:
         divisor = v.base_divisor(base)
         with np.errstate(divide="ignore", invalid="ignore"):
             h = np.log(self.sum_exp) - self.sum_exp_x / self.sum_exp
-        return (h / divisor).astype(self.dtype)
+        return self._out(h / divisor)
 
     def predictions(self) -> np.ndarray:
         """``argmax`` with ``NO_CLASS`` (no class covered) replaced by 0, as
@@ -272,7 +272,13 @@ class LogitState:
         with np.errstate(divide="ignore", invalid="ignore"):
             ce = (self.max - self.target) + np.log(self.sum_exp)
         ce = np.where(ignored, 0.0, ce)
-        return (ce / divisor).astype(self.dtype)
+        return self._out(ce / divisor)
+
+    def _out(self, res: np.ndarray) -> np.ndarray:
+        """A float64 result in the state's dtype: beyond float32 it is +-inf, the contract's answer
+        (as ``_validate.to_units``), without a warning."""
+        with np.errstate(over="ignore"):
+            return res.astype(self.dtype)
 
     def _check_labels(self, name: str = "labels", num_classes: int | None = None) -> None:
         """IndexError for the first label that is not ``ignore_index`` and in no covered class.

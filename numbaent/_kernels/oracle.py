@@ -76,7 +76,8 @@ def cross_entropy(p, q, normalize):
 
 def kl_divergence(p, q, normalize):
     p, q, flags, bad = _pq(p, q, normalize)
-    d = (_xlogy(p, p) - _xlogy(p, q)).sum(axis=1)
+    with np.errstate(invalid="ignore"):  # inf - inf only in a row with an infinite p: bad, NaN
+        d = (_xlogy(p, p) - _xlogy(p, q)).sum(axis=1)
     d[bad] = np.nan
     return d, flags
 
@@ -140,7 +141,7 @@ def softmax_entropy(x):
 
 def _weighted_nll(logp, coef):
     """-sum_j coef_j * logp_j, a term with coef_j == 0 contributing 0 (even where logp_j = -inf)."""
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # a product beyond float64: +inf, exact
         t = coef * logp
     return 0.0 - np.where(coef == 0, 0.0, t).sum(axis=1)  # +0.0, not -0.0, for a zero loss
 
