@@ -2,7 +2,7 @@
 
 ``kind_of`` is the detector (NumPy, torch, JAX, CuPy, numba device arrays, anything with
 ``__cuda_array_interface__`` or ``__dlpack__``); ``is_device`` says whether an array lives on a
-CUDA device. Every public op is wrapped by ``op``: it reads host arrays of any kind as NumPy views
+CUDA device. Every public op is wrapped by ``numbaent._op.op``, which uses this module: it reads host arrays of any kind as NumPy views
 (torch through ``.numpy()``, torch bfloat16 through an int16 view, JAX CPU arrays and ``__dlpack__``
 objects through the buffer protocol / DLPack: no copy), hands device arrays to the device path
 untouched, and returns the results in the kind of the first array argument (torch -> torch on its
@@ -15,8 +15,6 @@ Nothing here imports torch, JAX or CuPy: a module is only used when one of its a
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import sys
 
 import numpy as np
@@ -39,7 +37,7 @@ def _is_sim_array(a) -> bool:
 def _jax_platform(a) -> str:
     try:
         return next(iter(a.devices())).platform
-    except Exception:  # an abstract value: see _check_not_traced
+    except Exception:  # an abstract value: see check_not_traced
         return "cpu"
 
 
@@ -74,7 +72,7 @@ def is_device(a) -> bool:
     return a is not None and kind_of(a)[1]
 
 
-def _check_not_traced(a, name):
+def check_not_traced(a, name):
     mod = sys.modules.get("jax.core")
     tracer = getattr(mod, "Tracer", None) if mod is not None else None
     if tracer is not None and isinstance(a, tracer):
@@ -116,7 +114,7 @@ def host_view(a, name):
     if kind == "torch":
         return _torch_host(a, name)
     if kind == "jax":
-        _check_not_traced(a, name)
+        check_not_traced(a, name)
         return np.asarray(a)  # a read-only view of the CPU buffer
     if kind == "dlpack":
         try:
@@ -124,7 +122,7 @@ def host_view(a, name):
         except (TypeError, BufferError, RuntimeError) as exc:
             raise TypeError(f"{name} must be an array of numbers; got {type(a).__name__} "
                             f"({exc})") from exc  # fmt: skip
-    _check_not_traced(a, name)
+    check_not_traced(a, name)
     return a
 
 
@@ -164,7 +162,7 @@ def wrap(res, kind, dtype, out_pair=None):
     return res
 
 
-def _reduction_dtype(views):
+def result_dtype(views):
     """The dtype of an op's results from its inputs' NumPy views: float64 if an input other than
     the labels and class weights is float64 (or integer probabilities, read as float64)."""
     for name, a in views.items():
@@ -176,7 +174,7 @@ def _reduction_dtype(views):
     return np.dtype(np.float32)
 
 
-def _out_view(out, kind):
+def out_view(out, kind):
     """``out`` of the call's kind as a writable NumPy view of the same memory."""
     okind, odev = kind_of(out)
     if okind != kind or odev:
@@ -190,60 +188,3 @@ def _out_view(out, kind):
             raise TypeError("out must not require grad (numbaent computes no gradients)")
         return _torch_host(out, "out")
     return host_view(out, "out")
-
-
-# --------------------------------------------------------------------------------------------------
-# the wrapper of every public op
-
-
-def op(*array_params: str):
-    """Wrap a public op whose array arguments are ``array_params`` (and ``out``, if it has one).
-
-    NumPy inputs (and lists, memmaps...) go straight to the op. Device arrays too: the op routes
-    them to the device path. Host arrays of other kinds are read as NumPy views and the results
-    come back in the first array argument's kind."""
-
-    def deco(f):
-        sig = inspect.signature(f)
-        names = list(sig.parameters)
-        where = {p: (names.index(p) if sig.parameters[p].kind == sig.parameters[p].POSITIONAL_OR_KEYWORD
-                     else None) for p in array_params}  # fmt: skip
-        has_out = "out" in sig.parameters
-
-        def get(p, args, kwargs):
-            i = where[p]
-            if i is not None and i < len(args):
-                return args[i]
-            return kwargs.get(p)
-
-        @functools.wraps(f)
-        def wrapper(*args, **kwargs):
-            vals = [get(p, args, kwargs) for p in array_params]
-            first = next((a for a in vals if a is not None), None)
-            if all(a is None or isinstance(a, (np.ndarray, list, tuple)) for a in vals):
-                return f(*args, **kwargs)  # the common case: nothing to adapt
-            kind, dev = kind_of(first)
-            if dev or any(is_device(a) for a in vals):
-                for p, a in zip(array_params, vals, strict=True):
-                    _check_not_traced(a, p)
-                return f(*args, **kwargs)  # the device path returns the kind itself
-            args = list(args)
-            views = {}
-            for p, a in zip(array_params, vals, strict=True):
-                views[p] = h = host_view(a, p)
-                i = where[p]
-                if i is not None and i < len(args):
-                    args[i] = h
-                else:
-                    kwargs[p] = h
-            out_pair = None
-            out = kwargs.get("out") if has_out else None
-            if out is not None:
-                out_pair = (out, _out_view(out, kind))
-                kwargs["out"] = out_pair[1]
-            return wrap(f(*args, **kwargs), kind, _reduction_dtype(views), out_pair)
-
-        wrapper.array_params = array_params
-        return wrapper
-
-    return deco

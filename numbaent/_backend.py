@@ -171,19 +171,16 @@ def resolve(backend: str | None, *arrays: object) -> str:
 
 
 def implementation(name: str):
-    """The module implementing backend ``name`` (imported on first use)."""
+    """The module implementing host backend ``name`` ("cpu" or "numpy"; imported on first use).
+    Host arrays with backend="cuda" never get here: ``numbaent._op`` sends them to the device path."""
     if name == "cpu":
         from . import _threads
         from ._kernels import cpu
 
         return _threads.cpu_backend(cpu)  # serialised under numba's workqueue layer
-    if name == "numpy":
-        from ._kernels import numpy_impl
+    from ._kernels import numpy_impl
 
-        return numpy_impl
-    from . import _cuda
-
-    return _cuda.implementation()
+    return numpy_impl
 
 
 def on_device(*arrays: object) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _backend, _op
 from . import _validate as v
 
 ArrayLike = Any
@@ -22,7 +22,7 @@ def _logit_rows(x, name, axis):
     return v.to_rows(xa, ax)
 
 
-@_arrays.op("logits")
+@_op.op("logits")
 def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, out=None):
     """log(sum(exp(logits))) along ``axis``, computed with an online max (never overflows).
 
@@ -81,7 +81,7 @@ def _softmax_like(op, logits, axis, backend, out):
     return np.moveaxis(flat.reshape(rows.moved), -1, rows.axis)
 
 
-@_arrays.op("logits")
+@_op.op("logits")
 def log_softmax(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, out=None):
     """log(softmax(logits)) along ``axis``: ``x - logsumexp(x)``, exact for large logits.
 
@@ -97,7 +97,7 @@ def log_softmax(logits: ArrayLike, *, axis: int = -1, backend: str | None = None
     return _softmax_like("log_softmax", logits, axis, backend, out)
 
 
-@_arrays.op("logits")
+@_op.op("logits")
 def softmax(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, out=None):
     """softmax(logits) along ``axis``: ``exp(x - logsumexp(x))``.
 
@@ -110,7 +110,7 @@ def softmax(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, ou
     return _softmax_like("softmax", logits, axis, backend, out)
 
 
-@_arrays.op("logits")
+@_op.op("logits")
 def softmax_entropy(
     logits: ArrayLike,
     *,
@@ -159,7 +159,7 @@ def softmax_entropy(
     return v.scalar_if_0d(res, out)
 
 
-@_arrays.op("logits_p", "logits_q")
+@_op.op("logits_p", "logits_q")
 def softmax_kl_divergence(
     logits_p: ArrayLike,
     logits_q: ArrayLike,
@@ -226,7 +226,7 @@ def softmax_kl_divergence(
     return v.scalar_if_0d(res, out)
 
 
-@_arrays.op("logits", "target", "weight")
+@_op.op("logits", "target", "weight")
 def softmax_cross_entropy(
     logits: ArrayLike,
     target: ArrayLike,

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _backend, _op
 from . import _validate as v
 from ._types import Scores, to_numpy
 from .scoring import score
@@ -334,7 +334,7 @@ def _device_module():
     return cupy
 
 
-@_arrays.op("logits", "labels")
+@_op.op("logits", "labels", device=False)
 def partial_state(
     logits: ArrayLike,
     labels: ArrayLike | None = None,

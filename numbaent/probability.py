@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _backend, _op
 from . import _validate as v
 
 ArrayLike = Any
@@ -71,7 +71,7 @@ def _prob_call(
     )
 
 
-@_arrays.op("p")
+@_op.op("p")
 def entropy(
     p: ArrayLike,
     *,
@@ -135,7 +135,7 @@ def entropy(
     return v.scalar_if_0d(res, out)
 
 
-@_arrays.op("p", "q")
+@_op.op("p", "q")
 def cross_entropy(
     p: ArrayLike,
     q: ArrayLike,
@@ -176,7 +176,7 @@ def cross_entropy(
     return v.scalar_if_0d(res, out)
 
 
-@_arrays.op("p", "q")
+@_op.op("p", "q")
 def kl_divergence(
     p: ArrayLike,
     q: ArrayLike,
@@ -216,7 +216,7 @@ def kl_divergence(
     return v.scalar_if_0d(res, out)
 
 
-@_arrays.op("p", "q")
+@_op.op("p", "q")
 def js_divergence(
     p: ArrayLike,
     q: ArrayLike,

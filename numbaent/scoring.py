@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays, _backend
+from . import _backend, _op
 from . import _validate as v
 from ._types import Scores
 
 ArrayLike = Any
 
 
-@_arrays.op("logits", "labels", "teacher_logits")
+@_op.op("logits", "labels", "teacher_logits")
 def score(
     logits: ArrayLike,
     labels: ArrayLike | None = None,

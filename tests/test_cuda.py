@@ -228,40 +228,6 @@ def test_deterministic(dtype, rng):
             np.testing.assert_array_equal(u, w, err_msg=name)
 
 
-@needs_cuda
-def test_row_flags_match_cpu(rng):
-    """The interface's row flags (negative entries, bad labels) are the cpu backend's, every row."""
-    from numbaent._cuda import host
-    from numbaent._kernels import cpu
-
-    p, q = probs(rng, (6, 9), np.float64), probs(rng, (6, 9), np.float64)
-    p[1, 3] = -0.1
-    q[1, 0] = -0.2
-    q[4, 8] = -1.0
-    for op in ("cross_entropy", "kl_divergence", "js_divergence"):
-        for normalize in (False, True):
-            oc, og = np.empty(6), np.empty(6)
-            fc = getattr(cpu, op)(p, q, normalize, oc)
-            fg = getattr(host, op)(p, q, normalize, og)
-            np.testing.assert_array_equal(fg, fc, err_msg=op)
-    fc, fg = cpu.entropy(p, False, np.empty(6)), host.entropy(p, False, np.empty(6))
-    np.testing.assert_array_equal(fg, fc)
-    x = logits(rng, (6, 9), np.float32)
-    y = np.array([0, 9, -100, -1, 8, 100])
-    oc, og = np.empty(6, np.float32), np.empty(6, np.float32)
-    wc, bc = cpu.ce_labels(x, y, None, -100, 0.0, oc)
-    wg, bg = host.ce_labels(x, y, None, -100, 0.0, og)
-    np.testing.assert_array_equal(bg, bc)
-    np.testing.assert_array_equal(wg, wc)
-    assert_close(og, oc, np.float32)
-    with pytest.raises(IndexError, match=r"label 9 at row 1 is outside \[0, 9\)"):
-        ne.softmax_cross_entropy(x, y, backend="cuda")
-    with pytest.raises(IndexError, match=r"labels: label 9 at row 1"):
-        ne.score(x, y, backend="cuda")
-    with pytest.raises(ValueError, match="q has a negative entry in row 1"):
-        ne.kl_divergence(np.abs(p), q, backend="cuda")
-
-
 # --------------------------------------------------------------------------------------------------
 # the device path on numba device arrays (simulator or GPU)
 
@@ -306,6 +272,32 @@ def test_device_path_matches_oracle(dtype, rng):
                     np.testing.assert_array_equal(g, r, err_msg=field)
         else:
             assert_close(_host(got), ref, dtype, scale=2)
+
+
+@needs_cuda
+def test_row_faults_of_host_arrays_on_the_cuda_backend(rng):
+    """Host arrays with backend="cuda" take the device path: its row faults name the row, and
+    results, reductions and out= are those of a host backend."""
+    p, q = probs(rng, (6, 9), np.float64), probs(rng, (6, 9), np.float64)
+    q[1, 0] = -0.2
+    x = logits(rng, (6, 9), np.float32)
+    y = np.array([0, 9, -100, -1, 8, 100])
+    with pytest.raises(IndexError, match=r"label 9 at row 1 is outside \[0, 9\)"):
+        ne.softmax_cross_entropy(x, y, backend="cuda")
+    with pytest.raises(IndexError, match=r"labels: label 9 at row 1"):
+        ne.score(x, y, backend="cuda")
+    with pytest.raises(ValueError, match="q has a negative entry in row 1"):
+        ne.kl_divergence(np.abs(p), q, backend="cuda")
+    ok = np.array([0, 3, -100, 2, 8, 1])
+    got = ne.softmax_cross_entropy(x, ok, backend="cuda", reduction="mean")
+    assert isinstance(got, float)
+    np.testing.assert_allclose(got, ne.softmax_cross_entropy(x, ok, reduction="mean"), rtol=1e-6)
+    out = np.empty(6, np.float32)
+    assert ne.softmax_entropy(x, backend="cuda", out=out) is out
+    np.testing.assert_allclose(out, ne.softmax_entropy(x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="out"):
+        ne.softmax_entropy(x, backend="cuda", out=np.empty(5, np.float32))
+    assert isinstance(ne.softmax_entropy(x[0], backend="cuda"), np.float32)
 
 
 @needs_cuda

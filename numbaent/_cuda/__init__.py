@@ -1,6 +1,6 @@
-"""The ``cuda`` backend: numba-cuda kernels (``kernels_*``), launched through ``ops`` for host
-arrays (``host``, the internal interface of ``numbaent._kernels``) and for arrays that live on a GPU
-(``device``: CuPy, torch, __cuda_array_interface__).
+"""The ``cuda`` backend: numba-cuda kernels (``kernels_*``), launched through ``ops`` by ``device``
+for arrays that live on a GPU (CuPy, torch, __cuda_array_interface__) and for host arrays with
+backend="cuda" (copied in and read back; ``numbaent._op`` routes them).
 
 Importing this package imports ``numba.cuda`` but initialises no driver; ``numbaent._backend``
 imports it only when the cuda backend is asked about or used. Under the CUDA simulator
@@ -83,13 +83,6 @@ def _availability():
         f"CUDA device 0: {name} (sm_{cc[0]}{cc[1]})",
         f"{count} device(s); {version}; {_config.THREADS} threads per block",
     )
-
-
-def implementation():
-    """The backend interface for host arrays (module ``numbaent._cuda.host``)."""
-    from . import host
-
-    return host
 
 
 def device_call(func: str, *args, **kwargs):

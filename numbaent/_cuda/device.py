@@ -85,9 +85,9 @@ class _Meta:
 class _Call:
     def __init__(self, *arrays):
         anchor = next((a for a in arrays if _on_device(a)), None)
-        if anchor is None:
-            raise TypeError("device_call needs at least one array on a CUDA device")
-        self.lib = _library(anchor) if not _is_sim_array(anchor) else "numba"
+        # no device array: host arrays with backend="cuda", copied in (``view``), results in
+        # numba device arrays on the current device, read back by the caller (numbaent._op)
+        self.lib = "numba" if anchor is None or _is_sim_array(anchor) else _library(anchor)
         self.dev, ptr = self._device_and_stream(anchor)
         for a in arrays:
             if a is not None and _on_device(a) and not _is_sim_array(a):
@@ -117,6 +117,8 @@ class _Call:
     def _device_and_stream(self, a):
         if _config.SIM:
             return 0, 0
+        if a is None:
+            return cuda.get_current_device().id, 0
         lib = _library(a)
         if lib == "torch":
             import torch
