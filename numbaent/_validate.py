@@ -126,7 +126,7 @@ def as_probabilities(a, name: str) -> np.ndarray:
         if arr.dtype.kind not in "biu":
             raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
-    return _native(arr)
+    return native(arr)
 
 
 def as_logits(a, name: str) -> np.ndarray:
@@ -136,10 +136,10 @@ def as_logits(a, name: str) -> np.ndarray:
             f"{name} must be a floating array (float16, bfloat16, float32 or float64); "
             f"got dtype {arr.dtype}"
         )
-    return _native(arr)
+    return native(arr)
 
 
-def _native(arr: np.ndarray) -> np.ndarray:
+def native(arr: np.ndarray) -> np.ndarray:
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr

@@ -167,11 +167,11 @@ class _Call:
         else:
             if _library(a) == "torch":
                 a = a.detach().cpu().numpy()
-            host = v.as_array(a, name)
+            host = v.native(v.as_array(a, name))  # any byte order, as on the host path
             dt = host.dtype
             if dt == BF16:
                 host = host.view(np.uint16)
-            host = np.ascontiguousarray(host)
+            host = np.require(host, requirements="C")  # keeps a 0-d input 0-d (for its error)
             return self._to_device(host), dt
         if dt == BF16:
             return a.view(np.uint16), BF16
@@ -769,6 +769,9 @@ def softmax_kl_divergence(logits_p, logits_q, *, temperature=1.0, base=None, axi
 
 
 def _labels(call, y, name, batch):
+    if not _on_device(y):  # host labels: the host path's checks (one place), then copied in
+        flat = v.labels_rows(y, name, tuple(batch))
+        return call.view(flat, name)[0], np.dtype(np.asarray(y).dtype)
     yv, ydt = call.view(y, name)
     if np.dtype(ydt).kind not in "iu":
         raise TypeError(f"{name} must be integer class labels; got dtype {ydt}")
