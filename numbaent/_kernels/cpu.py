@@ -19,14 +19,22 @@ def ro(a):
     return v
 
 
+_BITS = {np.dtype(np.float16): np.dtype(np.int16)}  # half types, viewed as their bits
+try:
+    import ml_dtypes
+
+    _BITS[np.dtype(ml_dtypes.bfloat16)] = np.dtype(np.uint16)
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency of the bfloat16 path
+    pass
+
+
 def kernel_view(a):
     """A read-only view of an input (see ``ro``): float16 -> int16 bits, bfloat16 -> uint16 bits
-    (decoded in registers by the kernels)."""
-    if a.dtype == np.float16:
-        return ro(a.view(np.int16))
-    if a.dtype.name == "bfloat16":
-        return ro(a.view(np.uint16))
-    return ro(a)
+    (decoded in registers by the kernels). One dict lookup: this runs on every call."""
+    bits = _BITS.get(a.dtype)
+    v = a.view() if bits is None else a.view(bits)
+    v.flags.writeable = False
+    return v
 
 
 def _flags(n):
