@@ -21,8 +21,6 @@ import numpy as np
 
 from . import _validate as v
 
-HOST_KINDS = ("numpy", "torch", "jax", "dlpack")
-
 
 def _module(a) -> str:
     return type(a).__module__.partition(".")[0]

@@ -101,7 +101,6 @@ def op(*array_params: str, device: bool = True):
             res = on_host(tuple(args), kwargs)
             return _arrays.wrap(res, kind, _arrays.result_dtype(views), out_pair)
 
-        wrapper.array_params = array_params
         return wrapper
 
     return deco
