@@ -553,6 +553,7 @@ PTX_SKIP = _ptx_ready()
 KINDS = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "bf16": np.uint16}
 # Each kernel variant takes 1-5 s to compile on a CPU: the full matrix (about 260 compilations) is
 # for CI, NUMBAENT_TEST_PTX=all; by default one bfloat16 variant per kernel family, sm_90 only.
+# Marked ptx: deselected from the default run, `pytest -m ptx` runs them (CI's PTX step).
 PTX_MODE = os.environ.get("NUMBAENT_TEST_PTX", "")  # "" (quick), "all" or "off"
 PTX_ALL = PTX_MODE == "all"
 PTX_QUICK = {
@@ -686,6 +687,7 @@ def _compile(kernel, args, cc, holder):
     return ptx
 
 
+@pytest.mark.ptx
 @pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
 @pytest.mark.parametrize("cc", CCS, ids=lambda c: f"sm_{c[0]}{c[1]}")
 @pytest.mark.parametrize("case", _selected(_ptx_cases), ids=lambda c: c[0])
@@ -700,6 +702,7 @@ def test_kernels_compile_to_ptx(case, cc, no_device):
     assert "st.local" not in ptx, "per-thread state or tile spilled to local memory"
 
 
+@pytest.mark.ptx
 @pytest.mark.skipif(PTX_SKIP is not None, reason=str(PTX_SKIP))
 @pytest.mark.parametrize("cc", CCS, ids=lambda c: f"sm_{c[0]}{c[1]}")
 @pytest.mark.parametrize("case", _selected(_util_cases), ids=lambda c: c[0])
