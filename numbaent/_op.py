@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _arrays, _backend
 from . import _validate as v
+from ._types import to_numpy
 
 
 def _route_cuda_host(name, args, kwargs):
@@ -29,8 +30,8 @@ def _route_cuda_host(name, args, kwargs):
     res = _backend.device_call(name, *args, **kwargs)
     reduction = kwargs.get("reduction", "none")
     if hasattr(res, "as_dict"):  # Scores: every field read back
-        return dataclasses.replace(res, **{k: _host(a) for k, a in res.as_dict().items()})
-    h = _host(res)
+        return dataclasses.replace(res, **{k: to_numpy(a) for k, a in res.as_dict().items()})
+    h = to_numpy(res)
     if out is not None:
         v.prepare_out(out, h.shape, h.dtype)  # the host path's checks and messages
         out[...] = h
@@ -38,12 +39,6 @@ def _route_cuda_host(name, args, kwargs):
     if h.ndim == 0:
         return float(h) if reduction != "none" else h[()]
     return h
-
-
-def _host(a):
-    if a is None or isinstance(a, np.ndarray):
-        return a
-    return a.copy_to_host()
 
 
 def op(*array_params: str, device: bool = True):
