@@ -135,9 +135,10 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
         ok = ~ignored & (bad == 0)
         xy = np.zeros(n)
         xy[ok] = x[np.flatnonzero(ok), y[ok]].astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # a loss beyond float32 (logits of 3e38 and -3e38) is stored as inf, the contract's answer
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             loss = (m - xy) + np.log(s)
-        out[...] = np.where(ok, loss, np.where(ignored, 0.0, np.nan))
+            out[...] = np.where(ok, loss, np.where(ignored, 0.0, np.nan))
         row_w[...] = ok
     elif weight is None and eps == 0:
         cpu_logits.ce_labels(xv, ro(y), ignore_index, out, row_w, bad)
