@@ -33,7 +33,8 @@ def _data(c=C, n=N, seed=3):
     t = (rng.standard_normal((n, c)) * 3).astype(np.float32)
     p = rng.random((n, c)).astype(np.float32)
     p[:, ::7] = 0.0
-    p /= p.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # C = 1: the only class is zeroed, 0 / 0 is a NaN row
+        p /= p.sum(axis=1, keepdims=True)
     q = rng.random((n, c)).astype(np.float32)
     q /= q.sum(axis=1, keepdims=True)
     y = rng.integers(0, c, n)
@@ -50,7 +51,8 @@ def _place(a, layout):
     if layout == "half" and a.dtype.kind == "f" and a.ndim == 2:
         a = a.astype(np.float16)
     if layout == "counts" and a.ndim == 2:
-        a = np.round(a * 100).astype(np.int32)  # integer counts (probabilities); logits reject
+        with np.errstate(invalid="ignore"):  # a NaN row (C = 1) casts to an arbitrary count
+            a = np.round(a * 100).astype(np.int32)  # integer counts (probabilities); logits reject
     if layout == "strided":
         buf = np.full((*a.shape[:-1], 2 * a.shape[-1]), 7, a.dtype)
         v = buf[..., ::2]

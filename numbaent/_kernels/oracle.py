@@ -69,7 +69,8 @@ def _pq(p, q, normalize):
 
 def cross_entropy(p, q, normalize):
     p, q, flags, bad = _pq(p, q, normalize)
-    h = 0.0 - _xlogy(p, q).sum(axis=1)
+    with np.errstate(invalid="ignore"):  # +inf and -inf terms only in a row with an infinite q: bad
+        h = 0.0 - _xlogy(p, q).sum(axis=1)
     h[bad] = np.nan
     return h, flags
 
