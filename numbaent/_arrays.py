@@ -26,7 +26,7 @@ def _module(a) -> str:
     return type(a).__module__.partition(".")[0]
 
 
-def _is_sim_array(a) -> bool:
+def is_sim_array(a) -> bool:
     """A numba CUDA-simulator device array (NUMBA_ENABLE_CUDASIM=1)."""
     mod = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
     return mod is not None and isinstance(a, mod.FakeCUDAArray)
@@ -52,7 +52,7 @@ def kind_of(a) -> tuple[str, bool]:
         return "jax", _jax_platform(a) in ("gpu", "cuda", "rocm")
     if mod == "cupy":
         return "cupy", True
-    if _is_sim_array(a):
+    if is_sim_array(a):
         return "numba", True
     if hasattr(a, "__cuda_array_interface__"):
         return ("numba" if mod == "numba" else "cuda"), True

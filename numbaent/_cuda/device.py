@@ -32,6 +32,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from .. import _arrays
 from .. import _validate as v
 from .._kernels import exact
 from .._types import Scores
@@ -43,31 +44,15 @@ _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
 
-def _is_sim_array(a) -> bool:
-    if not _config.SIM:
-        return False
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-
-    return isinstance(a, FakeCUDAArray)
+# the one detector of array kinds (numbaent._arrays), as this module names it
+_is_sim_array = _arrays.is_sim_array
+_on_device = _arrays.is_device
 
 
 def _library(a) -> str:
-    mod = type(a).__module__
-    if mod.startswith("torch"):
-        return "torch"
-    if mod.startswith("cupy"):
-        return "cupy"
-    return "numba"
-
-
-def _on_device(a) -> bool:
-    if a is None:
-        return False
-    if _is_sim_array(a):
-        return True
-    if _library(a) == "torch":
-        return getattr(a.device, "type", None) == "cuda"
-    return hasattr(a, "__cuda_array_interface__")
+    """Which library allocates this call's outputs: "torch", "cupy", or numba otherwise."""
+    kind = _arrays.kind_of(a)[0]
+    return kind if kind in ("torch", "cupy") else "numba"
 
 
 class _Meta:

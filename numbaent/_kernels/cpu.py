@@ -32,7 +32,7 @@ def kernel_view(a):
     """A read-only view of an input (see ``ro``): float16 -> int16 bits, bfloat16 -> uint16 bits
     (decoded in registers by the kernels). One dict lookup: this runs on every call."""
     bits = _BITS.get(a.dtype)
-    v = a.view() if bits is None else a.view(bits)
+    v = a.view() if bits is None else a.view(bits)  # ro() inlined: one call less per input
     v.flags.writeable = False
     return v
 
