@@ -94,13 +94,13 @@ def _torch_host(t, name):
             raise TypeError(f"{name} is bfloat16: install ml_dtypes to read it")
         return t.view(torch.int16).numpy().view(v._BF16)
     if t.is_complex():
-        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}")
+        raise v.not_real(name, t.dtype)
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     try:
         return t.numpy()
     except TypeError as exc:  # a dtype NumPy has no counterpart for (torch.uint32 on old NumPy...)
-        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}") from exc
+        raise v.not_real(name, t.dtype) from exc
 
 
 def host_view(a, name):

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from . import _arrays
+from . import _arrays, _validate
 from ._types import BackendInfo, BackendUnavailableError
 
 NAMES = ("cpu", "cuda", "numpy")
@@ -28,9 +28,7 @@ _CHOICES = ("auto", *NAMES)
 
 
 def _check_name(name: object, what: str = "backend") -> str:
-    if not isinstance(name, str) or name not in _CHOICES:
-        raise ValueError(f"{what} must be one of {', '.join(map(repr, _CHOICES))}; got {name!r}")
-    return name
+    return _validate.check_choice(name, what, _CHOICES)
 
 
 def _env_default() -> str:
@@ -153,7 +151,7 @@ def is_device_array(a: object) -> bool:
 
 def resolve(backend: str | None, *arrays: object) -> str:
     """Concrete backend name for a call on ``arrays``; raises for an unavailable explicit choice.
-    Calls whose arrays live on a CUDA device go to ``device_call`` instead (see ``on_device``)."""
+    ``numbaent._op.space`` turns the name into the call's adapter."""
     name = get_backend() if backend is None else _check_name(backend)
     on_device = any(is_device_array(a) for a in arrays if a is not None)
     if name == "auto":
@@ -172,7 +170,7 @@ def resolve(backend: str | None, *arrays: object) -> str:
 
 def implementation(name: str):
     """The module implementing host backend ``name`` ("cpu" or "numpy"; imported on first use).
-    Host arrays with backend="cuda" never get here: ``numbaent._op`` sends them to the device path."""
+    (Host arrays with backend="cuda" run on the device adapter, ``numbaent._cuda.device``.)"""
     if name == "cpu":
         from . import _threads
         from ._kernels import cpu
@@ -181,15 +179,3 @@ def implementation(name: str):
     from ._kernels import numpy_impl
 
     return numpy_impl
-
-
-def on_device(*arrays: object) -> bool:
-    return any(is_device_array(a) for a in arrays if a is not None)
-
-
-def device_call(func: str, *args, **kwargs):
-    """Run public function ``func`` on device arrays (CuPy, torch CUDA, __cuda_array_interface__):
-    same kind out, same device and stream, no host round trip. Implemented by ``numbaent._cuda``."""
-    from . import _cuda
-
-    return _cuda.device_call(func, *args, **kwargs)

@@ -1,12 +1,24 @@
-"""The wrapper of every public op: the one place that picks the memory space of a call.
+"""The one op layer: the wrapper of every public op, and the adapter an op body runs on.
 
-* NumPy inputs (and lists, memmaps, ...) on the cpu / numpy backends go straight to the op body.
-* Host arrays of other kinds (torch CPU, JAX CPU, ``__dlpack__`` objects) are read as NumPy views
-  (``numbaent._arrays``) and the results come back in the first array argument's kind.
-* Arrays on a CUDA device go to the op body, which hands them to the device path.
-* Host arrays with ``backend="cuda"`` go through the same device path as device arrays: copied in,
-  computed, read back (there is no second implementation of the ops for host memory on a GPU).
-  Results are NumPy, reductions Python floats, as on the other host backends.
+Each public op is written once, as a body over an adapter (``space``), which the body gets from
+:func:`space` and never looks into:
+
+* :class:`Host` for host memory (NumPy arrays; its ``k`` is the backend's kernel module,
+  ``numbaent._kernels.cpu`` or ``numpy_impl``);
+* ``numbaent._cuda.device.Device`` for device memory (its ``k`` is itself: launches on the
+  caller's stream), also for host arrays with ``backend="cuda"`` (copied in, computed, read back).
+
+Both have the same methods: validated views of the inputs (``logits``, ``probs``, ``array``,
+``labels``, ``weight``), ``rows`` (class axis last, contiguous), per-row outputs (``per_row``,
+``empty``), kernels (``k.<op>``: launch, the exact path, row faults as ``(row, value)``), and the
+tail (``finish``: nan_policy, units, reduction, ``out``).
+
+The wrapper (:func:`op`) adapts array kinds around the body: NumPy inputs go straight in; host arrays
+of other kinds (torch CPU, JAX CPU, ``__dlpack__`` objects) are read as NumPy views
+(``numbaent._arrays``) and the results come back in the first array argument's kind; arrays on a
+CUDA device go in as they are (the device adapter returns their kind itself); host arrays with
+``backend="cuda"`` are computed on the device and read back (NumPy results, Python-float
+reductions, as on the other host backends).
 """
 
 from __future__ import annotations
@@ -22,18 +34,113 @@ from . import _validate as v
 from ._types import to_numpy
 
 
-def _route_cuda_host(name, args, kwargs):
-    """Public op ``name`` on host (NumPy) arguments through the device path; host results."""
+class Host:
+    """The adapter for host memory (see the module docstring)."""
+
+    def __init__(self, kernels):
+        self.k = kernels
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    logits = staticmethod(v.as_logits)
+    probs = staticmethod(v.as_probabilities)
+    labels = staticmethod(v.labels_rows)
+    per_row = staticmethod(v.outputs)
+    units = staticmethod(v.to_units)
+
+    @staticmethod
+    def array(a, name):
+        arr = v.as_array(a, name)
+        return arr, arr.dtype
+
+    @staticmethod
+    def rows(a, axis, name):
+        return v.to_rows(a, v.check_axis(axis, a.ndim, name))
+
+    @staticmethod
+    def weight(w, c, dtype):
+        return v.weight_array(w, c, np.float64)  # the kernels read it in ``dtype``
+
+    @staticmethod
+    def shared(q):
+        """A 1-D ``q`` shared by every row, as one row."""
+        return q.reshape(1, -1)
+
+    @staticmethod
+    def empty(batch, dtype):
+        """(result of shape ``batch``, its flat (N,) view for the kernels)."""
+        a = np.empty(batch, dtype)
+        return a, a.reshape(-1)
+
+    @staticmethod
+    def equals(y, value, batch):
+        return (y == value).reshape(batch)
+
+    @staticmethod
+    def finish(target, batch, final, out, *, divisor, reduction, nan_policy, nan_inputs,
+               weights=None):  # fmt: skip
+        denom = None
+        if weights is not None and reduction == "mean":  # the sum of the rows' label weights
+            denom = float(np.sum(weights, dtype=np.float64))
+        res = v.finish(target, batch, final, divisor=divisor, reduction=reduction,
+                       nan_policy=nan_policy, nan_inputs=nan_inputs, denom=denom)  # fmt: skip
+        return v.scalar_if_0d(res, out)
+
+    def full(self, op, rows, out):
+        """softmax / log_softmax: a result of the input's shape."""
+        data = rows.data
+        n, c = data.shape
+        dtype = v.math_dtype(data)
+        if out is not None:
+            v.prepare_out(out, rows.shape, dtype)  # validates shape, dtype, writability
+            # in place (out is the input's own memory, same dtype) is fine: a row is read whole
+            # before it is written; any other overlap goes through ``flat``
+            addr = out.__array_interface__["data"][0]
+            same = out.dtype == data.dtype and addr == data.__array_interface__["data"][0]
+            usable = same or not v.overlaps(out, (data,))
+            if rows.axis == len(rows.shape) - 1 and out.flags.c_contiguous and usable:
+                getattr(self.k, op)(data, out.reshape(n, c))
+                return out
+        flat = np.empty((n, c), dtype)
+        getattr(self.k, op)(data, flat)
+        if out is not None:
+            np.moveaxis(out, rows.axis, -1)[...] = flat.reshape(rows.moved)
+            return out
+        return np.moveaxis(flat.reshape(rows.moved), -1, rows.axis)
+
+
+_HOSTS: dict[str, Host] = {}
+
+
+def space(backend, *arrays):
+    """The adapter of a call: the device adapter for arrays on a CUDA device or backend "cuda",
+    else the host adapter of the backend (the one place that chooses)."""
+    name = _backend.resolve(backend, *arrays)
+    if name == "cuda":
+        from ._cuda.device import Device
+
+        return Device(*arrays)
+    sp = _HOSTS.get(name)
+    if sp is None:
+        sp = _HOSTS[name] = Host(_backend.implementation(name))
+    return sp
+
+
+def _cuda_host(f, args, kwargs):
+    """Op ``f`` on host arguments with backend="cuda": computed on the device, read back."""
     kwargs = dict(kwargs)
-    kwargs.pop("backend", None)
     out = kwargs.pop("out", None)
-    res = _backend.device_call(name, *args, **kwargs)
+    res = f(*args, **kwargs)
     reduction = kwargs.get("reduction", "none")
     if hasattr(res, "as_dict"):  # Scores: every field read back
         return dataclasses.replace(res, **{k: to_numpy(a) for k, a in res.as_dict().items()})
     h = to_numpy(res)
     if out is not None:
-        v.prepare_out(out, h.shape, h.dtype)  # the host path's checks and messages
+        v.prepare_out(out, h.shape, h.dtype)  # the host adapter's checks and messages
         out[...] = h
         return out
     if h.ndim == 0:
@@ -43,8 +150,8 @@ def _route_cuda_host(name, args, kwargs):
 
 def op(*array_params: str, device: bool = True):
     """Wrap a public op whose array arguments are ``array_params`` (and ``out``, if it has one).
-    ``device``: the op has a device-path twin (``numbaent._cuda.device``) that host arrays with
-    ``backend="cuda"`` are routed to; ops without one (partial_state) call such ops themselves."""
+    ``device``: host arrays with ``backend="cuda"`` are read back after the call (ops that call
+    other ops, such as partial_state, leave that to them)."""
 
     def deco(f):
         sig = inspect.signature(f)
@@ -52,7 +159,6 @@ def op(*array_params: str, device: bool = True):
         where = {p: (names.index(p) if sig.parameters[p].kind == sig.parameters[p].POSITIONAL_OR_KEYWORD
                      else None) for p in array_params}  # fmt: skip
         has_out = "out" in sig.parameters
-        fname = f.__name__
 
         def get(p, args, kwargs):
             i = where[p]
@@ -64,8 +170,7 @@ def op(*array_params: str, device: bool = True):
             """Host arguments: the cuda route, or the op body."""
             b = kwargs.get("backend")
             if device and (b if b is not None else _backend.get_backend()) == "cuda":
-                _backend.resolve(b, *args)  # BackendUnavailableError saying why
-                return _route_cuda_host(fname, args, kwargs)
+                return _cuda_host(f, args, kwargs)
             return f(*args, **kwargs)
 
         @functools.wraps(f)

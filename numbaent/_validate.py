@@ -115,27 +115,21 @@ def as_array(a, name: str) -> np.ndarray:
         except Exception as exc:
             raise TypeError(f"{name} must be an array of numbers; got {type(a).__name__}") from exc
     if arr.dtype.kind not in "biuf" and arr.dtype != _BF16:
-        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+        raise not_real(name, arr.dtype)
     return arr
 
 
 def as_probabilities(a, name: str) -> np.ndarray:
     """Probabilities or counts: floats as they are, integers and bools converted to float64."""
     arr = as_array(a, name)
-    if not is_float_dtype(arr.dtype.newbyteorder("=")):  # byte order aside (">f8" is a float too)
-        if arr.dtype.kind not in "biu":
-            raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    if prob_conversion(arr.dtype, name) is not None:
         arr = arr.astype(np.float64)
     return native(arr)
 
 
 def as_logits(a, name: str) -> np.ndarray:
     arr = as_array(a, name)
-    if not is_float_dtype(arr.dtype.newbyteorder("=")):
-        raise TypeError(
-            f"{name} must be a floating array (float16, bfloat16, float32 or float64); "
-            f"got dtype {arr.dtype}"
-        )
+    check_logit_dtype(arr.dtype, name)
     return native(arr)
 
 
@@ -160,12 +154,14 @@ def check_axis(axis, ndim: int, name: str) -> int:
 class Rows:
     """A validated input as rows x classes: ``data`` is C-contiguous (N, C); ``batch`` the shape of
     the batch axes (the output shape of per-row results); ``moved`` the shape with the class axis
-    last; ``axis`` the class axis of the original array."""
+    last; ``axis`` the class axis of the original array, ``shape`` its shape. (The device adapter
+    makes the same object of device arrays.)"""
 
     data: np.ndarray
     batch: tuple[int, ...]
     moved: tuple[int, ...]
     axis: int
+    shape: tuple[int, ...]
 
 
 def to_rows(arr: np.ndarray, axis: int) -> Rows:
@@ -176,25 +172,16 @@ def to_rows(arr: np.ndarray, axis: int) -> Rows:
     c = moved.shape[-1]
     n = math.prod(batch)
     data = np.ascontiguousarray(moved).reshape(n, c)
-    return Rows(data, tuple(batch), tuple(moved.shape), axis)
+    return Rows(data, tuple(batch), tuple(moved.shape), axis, arr.shape)
 
 
 def labels_rows(y, name: str, batch: tuple[int, ...]) -> np.ndarray:
     arr = as_array(y, name)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be integer class labels; got dtype {arr.dtype}")
-    if arr.shape != batch:
-        raise ValueError(
-            f"{name} must have shape {batch} (the logits' shape without the class axis); "
-            f"got {arr.shape}"
-        )
+    check_labels(arr.dtype, arr.shape, name, batch)
     # any byte order: a big-endian ">u8" is not == np.uint64, and would wrap to negative labels
     u64 = arr.dtype.kind == "u" and arr.dtype.itemsize == 8
     if u64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        big = int(np.flatnonzero(arr.ravel() > np.iinfo(np.int64).max)[0])
-        raise IndexError(
-            f"{name}: label {arr.ravel()[big]} at row {row_name(big, batch)} is out of range"
-        )
+        raise big_label(name, arr, batch)
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
 
 
@@ -229,8 +216,7 @@ def weight_array(weight, c: int, dtype) -> np.ndarray | None:
     if weight is None:
         return None
     w = as_array(weight, "weight")
-    if w.ndim != 1 or w.shape[0] != c:
-        raise ValueError(f"weight must be a 1-D array of length C = {c}; got shape {w.shape}")
+    check_weight(w.shape, c)
     return np.ascontiguousarray(w, dtype=dtype)
 
 
@@ -247,10 +233,7 @@ def prepare_out(out, shape: tuple[int, ...], dtype: np.dtype, name: str = "out",
         return np.empty(shape, dtype), None
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray for host inputs; got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name} has shape {out.shape}; expected {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(f"{name} has dtype {out.dtype}; expected {dtype}")
+    check_out(name, out.shape, out.dtype, shape, dtype)
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     if out.flags.c_contiguous and not overlaps(out, inputs):
@@ -300,8 +283,7 @@ def finish(
     if nan_policy == "raise":
         hit = first_nan_row(res, nan_inputs)
         if hit is not None:
-            row, name = hit
-            raise ValueError(f"nan_policy='raise': {name} has a NaN in row {row_name(row, batch)}")
+            raise nan_row(hit[1], row_name(hit[0], batch))
     if reduction == "none":
         to_units(res, divisor)
         shaped = res.reshape(batch)
@@ -341,3 +323,110 @@ def scalar_if_0d(res, out):
     if out is None and isinstance(res, np.ndarray) and res.ndim == 0:
         return res[()]
     return res
+
+
+# --------------------------------------------------------------------------------------------------
+# the user-facing messages, each written once: both adapters (host and device memory), numbaent.dask
+# and the CLI check array metadata (dtype, shape) through these
+
+
+def not_real(name: str, dtype) -> TypeError:
+    return TypeError(f"{name} must hold real numbers; got dtype {dtype}")
+
+
+def check_logit_dtype(dtype, name: str) -> None:
+    dt = np.dtype(dtype)
+    if not is_float_dtype(dt.newbyteorder("=")):  # byte order aside (">f8" is a float too)
+        raise TypeError(
+            f"{name} must be a floating array (float16, bfloat16, float32 or float64); "
+            f"got dtype {dtype}"
+        )
+
+
+def prob_conversion(dtype, name: str):
+    """Probabilities or counts: None for floats (read as they are), float64 for integers and bools."""
+    dt = np.dtype(dtype)
+    if is_float_dtype(dt.newbyteorder("=")):
+        return None
+    if dt.kind not in "biu":
+        raise not_real(name, dtype)
+    return np.dtype(np.float64)
+
+
+def check_labels(dtype, shape, name: str, batch) -> None:
+    if np.dtype(dtype).kind not in "iu":
+        raise TypeError(f"{name} must be integer class labels; got dtype {dtype}")
+    if tuple(shape) != tuple(batch):
+        raise ValueError(
+            f"{name} must have shape {tuple(batch)} (the logits' shape without the class axis); "
+            f"got {tuple(shape)}"
+        )
+
+
+def big_label(name: str, labels: np.ndarray, batch) -> IndexError:
+    """The error of a uint64 label beyond int64 (``labels``: host uint64 labels holding one)."""
+    flat = labels.ravel()
+    i = int(np.flatnonzero(flat > np.iinfo(np.int64).max)[0])
+    return IndexError(f"{name}: label {flat[i]} at row {row_name(i, batch)} is out of range")
+
+
+def check_weight(shape, c: int) -> None:
+    if len(shape) != 1 or shape[0] != c:
+        raise ValueError(f"weight must be a 1-D array of length C = {c}; got shape {tuple(shape)}")
+
+
+def check_pair_shape(pshape, qshape) -> None:
+    """logits_p and logits_q: exactly the same shape (not the class-axis-last one)."""
+    if tuple(pshape) != tuple(qshape):
+        raise ValueError(
+            "logits_p and logits_q must have the same shape; "
+            f"got {tuple(pshape)} and {tuple(qshape)}"
+        )
+
+
+def check_teacher_shape(shape, logits_shape) -> None:
+    if tuple(shape) != tuple(logits_shape):
+        raise ValueError(
+            f"teacher_logits must have the logits' shape {tuple(logits_shape)}; got {tuple(shape)}"
+        )
+
+
+def check_soft_target(dtype, shape, logits_shape, batch, ignore_index: int) -> None:
+    """A non-integer ``target`` of softmax_cross_entropy: probabilities of the logits' shape."""
+    if np.dtype(dtype).kind == "b":
+        raise TypeError("target must be integer class labels or floating probabilities; got bool")
+    if tuple(shape) != tuple(logits_shape):
+        raise ValueError(
+            f"target must be integer labels of shape {tuple(batch)} or probabilities of the "
+            f"logits' shape {tuple(logits_shape)}; got shape {tuple(shape)} with dtype {dtype}"
+        )
+    if ignore_index != -100:
+        raise ValueError(
+            "ignore_index is only supported for integer class labels; soft (probability) targets "
+            f"take no ignore_index (got {ignore_index})"
+        )
+
+
+def check_out(name: str, shape, dtype, want_shape, want_dtype) -> None:
+    if tuple(shape) != tuple(want_shape):
+        raise ValueError(f"{name} has shape {tuple(shape)}; expected {tuple(want_shape)}")
+    if np.dtype(dtype) != np.dtype(want_dtype):
+        raise TypeError(f"{name} has dtype {dtype}; expected {np.dtype(want_dtype)}")
+
+
+def negative_entry(name: str, row) -> ValueError:
+    return ValueError(
+        f"{name} has a negative entry in row {row}; probabilities and counts must be >= 0"
+    )
+
+
+def nan_row(name: str, row) -> ValueError:
+    return ValueError(f"nan_policy='raise': {name} has a NaN in row {row}")
+
+
+def options(base, reduction: str, nan_policy: str) -> float:
+    """The options every per-row function takes: the unit divisor (ln base), checked choices."""
+    divisor = base_divisor(base)
+    check_choice(reduction, "reduction", REDUCTIONS)
+    check_choice(nan_policy, "nan_policy", NAN_POLICIES)
+    return divisor

@@ -122,18 +122,13 @@ def _class_last(x, axis, name: str):
 
 def _logits_arg(x, axis, name="logits"):
     x = _dask(x, name)
-    if not v.is_float_dtype(x.dtype.newbyteorder("=")):
-        raise TypeError(
-            f"{name} must be a floating array (float16, bfloat16, float32 or float64); "
-            f"got dtype {x.dtype}"
-        )
+    v.check_logit_dtype(x.dtype, name)
     return _class_last(x, axis, name)
 
 
 def _prob_arg(p, name):
     p = _dask(p, name)
-    if p.dtype.kind not in "biuf" and not v.is_float_dtype(p.dtype):
-        raise TypeError(f"{name} must hold real numbers; got dtype {p.dtype}")
+    v.prob_conversion(p.dtype, name)  # raises for non-real dtypes
     return p
 
 
@@ -148,19 +143,13 @@ def _result_dtype(*arrays) -> np.dtype:
 def _batch_like(a, x, name):
     """``a`` (labels: the logits' shape without the class axis) chunked like x's rows."""
     a = _dask(a, name)
-    batch = x.shape[:-1]
-    if a.shape != batch:
-        raise ValueError(
-            f"{name} must have shape {batch} (the logits' shape without the class axis); "
-            f"got {a.shape}"
-        )
+    v.check_labels(a.dtype, a.shape, name, x.shape[:-1])
     return a.rechunk(x.chunks[:-1]) if a.chunks != x.chunks[:-1] else a
 
 
 def _vector(w, c, name="weight"):
     w = _dask(w, name)
-    if w.ndim != 1 or w.shape[0] != c:
-        raise ValueError(f"{name} must be a 1-D array of length C = {c}; got shape {w.shape}")
+    v.check_weight(w.shape, c)
     return w.rechunk(-1)
 
 
@@ -339,10 +328,7 @@ def _bad_row(bad_rows, a, batch):
 def _raise_negative(a, name, batch):
     bad = (a < 0).reshape(-1, a.shape[-1]).any(axis=1)
     if bad.any():
-        raise ValueError(
-            f"{name} has a negative entry in row {_bad_row(bad, a, batch)}; "
-            "probabilities and counts must be >= 0"
-        )
+        raise v.negative_entry(name, _bad_row(bad, a, batch))
 
 
 def _raise_nan(a, name, batch):
@@ -350,24 +336,18 @@ def _raise_nan(a, name, batch):
         return
     bad = (a != a).reshape(-1, a.shape[-1]).any(axis=1)
     if bad.any():
-        raise ValueError(f"nan_policy='raise': {name} has a NaN in row {_bad_row(bad, a, batch)}")
+        raise v.nan_row(name, _bad_row(bad, a, batch))
 
 
 def _prob_call(op, p, q, *, base, axis, normalize, reduction, nan_policy, backend, names):
-    v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
+    v.options(base, reduction, nan_policy)
     _check_backend(backend)
     pn, qn = names
     p = _prob_arg(p, pn)
     ax = v.check_axis(axis, p.ndim, pn)
     if q is not None:
         q = _prob_arg(q, qn)
-        if q.shape != p.shape and not (q.ndim == 1 and q.shape[0] == p.shape[ax]):
-            raise ValueError(
-                f"{pn} and {qn} must have the same shape (or {qn} 1-D of length C); "
-                f"got {p.shape} and {q.shape}"
-            )
+        v.check_same_shape(p, q, pn, qn, ax)
         if q.ndim == p.ndim:
             q = _class_last(q, ax, qn)
     p = _class_last(p, ax, pn)
@@ -441,18 +421,8 @@ def entropy(
     >>> nd.entropy(p, base=2).compute()
     array([3., 3., 3., 3.])
     """
-    return _prob_call(
-        "entropy",
-        p,
-        None,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        names=("p", "q"),
-    )
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("entropy", p, None, backend=backend, names=("p", "q"), **kw)
 
 
 def cross_entropy(
@@ -468,18 +438,8 @@ def cross_entropy(
 ):
     """:func:`numbaent.cross_entropy` of dask arrays, -sum p log q per row (lazy); ``q`` may be
     1-D (length C), shared by every row."""
-    return _prob_call(
-        "cross_entropy",
-        p,
-        q,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        names=("p", "q"),
-    )
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("cross_entropy", p, q, backend=backend, names=("p", "q"), **kw)
 
 
 def kl_divergence(
@@ -494,18 +454,8 @@ def kl_divergence(
     backend: str | None = None,
 ):
     """:func:`numbaent.kl_divergence` of dask arrays, sum p log(p / q) per row (lazy)."""
-    return _prob_call(
-        "kl_divergence",
-        p,
-        q,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        names=("p", "q"),
-    )
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("kl_divergence", p, q, backend=backend, names=("p", "q"), **kw)
 
 
 def js_divergence(
@@ -521,18 +471,8 @@ def js_divergence(
 ):
     """:func:`numbaent.js_divergence` of dask arrays (lazy); its terms are per class, so class
     chunks are summed block by block too."""
-    return _prob_call(
-        "js_divergence",
-        p,
-        q,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        names=("p", "q"),
-    )
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("js_divergence", p, q, backend=backend, names=("p", "q"), **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -625,7 +565,7 @@ def _nan_check(state, res, nan_policy):
         bad = np.flatnonzero((np.isnan(res) & np.isnan(state.max)).reshape(-1))
         if bad.size:
             row = v.row_name(int(bad[0]), state.shape)
-            raise ValueError(f"nan_policy='raise': logits has a NaN in row {row}")
+            raise v.nan_row("logits", row)
     return res
 
 
@@ -718,9 +658,7 @@ def softmax_entropy(
     backend: str | None = None,
 ):
     """:func:`numbaent.softmax_entropy` of a dask array (lazy); class chunks merge partial states."""
-    v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
+    v.options(base, reduction, nan_policy)
     _check_backend(backend)
     x = _logits_arg(logits, axis)
     one_d = x.ndim == 1
@@ -813,9 +751,7 @@ def softmax_cross_entropy(
     ``label_smoothing`` merge partial states; soft targets and ``label_smoothing`` rechunk the
     class axis to one chunk.
     """
-    v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
+    v.options(base, reduction, nan_policy)
     eps = v.check_label_smoothing(label_smoothing)
     ignore_index = v.check_int(ignore_index, "ignore_index")
     _check_backend(backend)
@@ -867,19 +803,7 @@ def softmax_cross_entropy(
                 c=c,
             ).sum()
         return _reduce(_squeeze_row(per_row, one_d), reduction, denom)
-    if t.dtype.kind == "b":
-        raise TypeError("target must be integer class labels or floating probabilities; got bool")
-    if t.shape != _dask(logits, "logits").shape:
-        raise ValueError(
-            f"target must be integer labels of shape {x.shape[:-1]} or probabilities of the "
-            f"logits' shape {_dask(logits, 'logits').shape}; got shape {t.shape} with dtype "
-            f"{t.dtype}"
-        )
-    if ignore_index != -100:
-        raise ValueError(
-            "ignore_index is only supported for integer class labels; soft (probability) targets "
-            f"take no ignore_index (got {ignore_index})"
-        )
+    v.check_soft_target(t.dtype, t.shape, _dask(logits, "logits").shape, x.shape[:-1], ignore_index)
     t = _prob_arg(t, "target")
     t = _class_last(t, ax, "target")
     if one_d:
@@ -920,18 +844,12 @@ def softmax_kl_divergence(
 
     Class chunks are rechunked to one chunk per row block (documented cost: each task holds
     ``rows_per_chunk x C`` values of both inputs)."""
-    v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
+    v.options(base, reduction, nan_policy)
     t = v.check_temperature(temperature)
     _check_backend(backend)
     xp = _logits_arg(logits_p, axis, "logits_p")
     xq = _logits_arg(logits_q, axis, "logits_q")
-    if _dask(logits_p, "p").shape != _dask(logits_q, "q").shape:
-        raise ValueError(
-            f"logits_p and logits_q must have the same shape; got {_dask(logits_p, 'p').shape} "
-            f"and {_dask(logits_q, 'q').shape}"
-        )
+    v.check_pair_shape(_dask(logits_p, "p").shape, _dask(logits_q, "q").shape)
     one_d = xp.ndim == 1
     xp, xq = _with_row_axis(xp), _with_row_axis(xq)
     xp, xq = _one_class_chunk(xp, xq)
@@ -1037,14 +955,11 @@ def score(
     y = None
     if labels is not None:
         y = _batch_like(labels, x, "labels")
-        if y.dtype.kind not in "iu":
-            raise TypeError(f"labels must be integer class labels; got dtype {y.dtype}")
     tq = None
     if teacher_logits is not None:
         full = _dask(logits, "logits").shape
         tq0 = _dask(teacher_logits, "teacher_logits")
-        if tq0.shape != full:
-            raise ValueError(f"teacher_logits must have the logits' shape {full}; got {tq0.shape}")
+        v.check_teacher_shape(tq0.shape, full)
         tq = _logits_arg(tq0, axis, "teacher_logits")
     if one_d:
         x = x[None, :]

@@ -1,25 +1,19 @@
 """Logit space: rows are unnormalised log-probabilities. Softmax is never materialised (except by
 ``softmax`` / ``log_softmax`` themselves, whose output it is).
 
-Public functions -> validation (``_validate``) -> backend (``_kernels.cpu`` / ``numpy_impl`` / ``_cuda``).
+Each function is written once: its body runs on the adapter ``numbaent._op.space`` picks (host or
+device memory) and calls that adapter's kernels (``sp.k``: ``_kernels.cpu`` / ``numpy_impl`` /
+``_cuda.device``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from . import _backend, _op
+from . import _op
 from . import _validate as v
 
 ArrayLike = Any
-
-
-def _logit_rows(x, name, axis):
-    xa = v.as_logits(x, name)
-    ax = v.check_axis(axis, xa.ndim, name)
-    return v.to_rows(xa, ax)
 
 
 @_op.op("logits")
@@ -34,51 +28,17 @@ def logsumexp(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, 
     >>> numbaent.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])).round(4).tolist()
     [0.6931, 1000.6931]
     """
-    name = _backend.resolve(backend, logits)
-    if _backend.on_device(logits):
-        return _backend.device_call("logsumexp", logits, axis=axis, out=out)
-    impl = _backend.implementation(name)
-    rows = _logit_rows(logits, "logits", axis)
-    target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), "none", (rows.data,))
-    impl.logsumexp(rows.data, target)
-    res = v.finish(
-        target,
-        rows.batch,
-        final,
-        divisor=1.0,
-        reduction="none",
-        nan_policy="propagate",
-        nan_inputs={},
-    )
-    return v.scalar_if_0d(res, out)
+    with _op.space(backend, logits) as sp:
+        rows = sp.rows(sp.logits(logits, "logits"), axis, "logits")
+        target, final = sp.per_row(out, rows.batch, v.math_dtype(rows.data), "none", (rows.data,))
+        sp.k.logsumexp(rows.data, target)
+        return sp.finish(target, rows.batch, final, out, divisor=1.0, reduction="none",
+                         nan_policy="propagate", nan_inputs={})  # fmt: skip
 
 
 def _softmax_like(op, logits, axis, backend, out):
-    name = _backend.resolve(backend, logits)
-    if _backend.on_device(logits):
-        return _backend.device_call(op, logits, axis=axis, out=out)
-    impl = _backend.implementation(name)
-    rows = _logit_rows(logits, "logits", axis)
-    n, c = rows.data.shape
-    dtype = v.math_dtype(rows.data)
-    shape = np.shape(logits)
-    if out is not None:
-        v.prepare_out(out, shape, dtype)  # validates shape, dtype, writability
-        # in place (out is the input's own memory, same dtype) is fine: a row is read whole
-        # before it is written; any other overlap goes through ``flat``
-        addr = out.__array_interface__["data"][0]
-        same = out.dtype == rows.data.dtype and addr == rows.data.__array_interface__["data"][0]
-        usable = same or not v.overlaps(out, (rows.data,))
-        if rows.axis == len(shape) - 1 and out.flags.c_contiguous and usable:
-            impl_out = out.reshape(n, c)
-            getattr(impl, op)(rows.data, impl_out)
-            return out
-    flat = np.empty((n, c), dtype)
-    getattr(impl, op)(rows.data, flat)
-    if out is not None:
-        np.moveaxis(out, rows.axis, -1)[...] = flat.reshape(rows.moved)
-        return out
-    return np.moveaxis(flat.reshape(rows.moved), -1, rows.axis)
+    with _op.space(backend, logits) as sp:
+        return sp.full(op, sp.rows(sp.logits(logits, "logits"), axis, "logits"), out)
 
 
 @_op.op("logits")
@@ -129,34 +89,15 @@ def softmax_entropy(
     >>> numbaent.softmax_entropy(np.zeros((2, 4)), base=2)
     array([2., 2.])
     """
-    divisor = v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
-    name = _backend.resolve(backend, logits)
-    if _backend.on_device(logits):
-        return _backend.device_call(
-            "softmax_entropy",
-            logits,
-            base=base,
-            axis=axis,
-            reduction=reduction,
-            nan_policy=nan_policy,
-            out=out,
+    divisor = v.options(base, reduction, nan_policy)
+    with _op.space(backend, logits) as sp:
+        rows = sp.rows(sp.logits(logits, "logits"), axis, "logits")
+        target, final = sp.per_row(
+            out, rows.batch, v.math_dtype(rows.data), reduction, (rows.data,)
         )
-    impl = _backend.implementation(name)
-    rows = _logit_rows(logits, "logits", axis)
-    target, final = v.outputs(out, rows.batch, v.math_dtype(rows.data), reduction, (rows.data,))
-    impl.softmax_entropy(rows.data, target)
-    res = v.finish(
-        target,
-        rows.batch,
-        final,
-        divisor=divisor,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        nan_inputs={"logits": rows.data},
-    )
-    return v.scalar_if_0d(res, out)
+        sp.k.softmax_entropy(rows.data, target)
+        return sp.finish(target, rows.batch, final, out, divisor=divisor, reduction=reduction,
+                         nan_policy=nan_policy, nan_inputs={"logits": rows.data})  # fmt: skip
 
 
 @_op.op("logits_p", "logits_q")
@@ -185,45 +126,20 @@ def softmax_kl_divergence(
     >>> numbaent.softmax_kl_divergence(p, q, base=2).round(6)
     array([0.207519])
     """
-    divisor = v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
+    divisor = v.options(base, reduction, nan_policy)
     t = v.check_temperature(temperature)
-    name = _backend.resolve(backend, logits_p, logits_q)
-    if _backend.on_device(logits_p, logits_q):
-        return _backend.device_call(
-            "softmax_kl_divergence",
-            logits_p,
-            logits_q,
-            temperature=t,
-            base=base,
-            axis=axis,
-            reduction=reduction,
-            nan_policy=nan_policy,
-            out=out,
-        )
-    impl = _backend.implementation(name)
-    rp = _logit_rows(logits_p, "logits_p", axis)
-    qa = v.as_logits(logits_q, "logits_q")
-    if qa.shape != np.shape(logits_p):  # exactly the same shape (not the class-axis-last one)
-        raise ValueError(
-            f"logits_p and logits_q must have the same shape; got {np.shape(logits_p)} and {qa.shape}"
-        )
-    rq = v.to_rows(qa, rp.axis)
-    target, final = v.outputs(
-        out, rp.batch, v.math_dtype(rp.data, rq.data), reduction, (rp.data, rq.data)
-    )
-    impl.softmax_kl(rp.data, rq.data, 1.0 / t, target)
-    res = v.finish(
-        target,
-        rp.batch,
-        final,
-        divisor=divisor,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        nan_inputs={"logits_p": rp.data, "logits_q": rq.data},
-    )
-    return v.scalar_if_0d(res, out)
+    with _op.space(backend, logits_p, logits_q) as sp:
+        pa = sp.logits(logits_p, "logits_p")
+        rp = sp.rows(pa, axis, "logits_p")
+        qa = sp.logits(logits_q, "logits_q")
+        v.check_pair_shape(pa.shape, qa.shape)
+        rq = sp.rows(qa, rp.axis, "logits_q")
+        dtype = v.math_dtype(rp.data, rq.data)
+        target, final = sp.per_row(out, rp.batch, dtype, reduction, (rp.data, rq.data))
+        sp.k.softmax_kl(rp.data, rq.data, 1.0 / t, target)
+        nan_in = {"logits_p": rp.data, "logits_q": rq.data}
+        return sp.finish(target, rp.batch, final, out, divisor=divisor, reduction=reduction,
+                         nan_policy=nan_policy, nan_inputs=nan_in)  # fmt: skip
 
 
 @_op.op("logits", "target", "weight")
@@ -277,83 +193,34 @@ def softmax_cross_entropy(
     >>> round(numbaent.softmax_cross_entropy(logits, np.array([0, -100]), reduction="mean"), 6)
     0.241311
     """
-    divisor = v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
+    divisor = v.options(base, reduction, nan_policy)
     eps = v.check_label_smoothing(label_smoothing)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    name = _backend.resolve(backend, logits, target, weight)
-    if _backend.on_device(logits, target, weight):
-        return _backend.device_call(
-            "softmax_cross_entropy",
-            logits,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            label_smoothing=eps,
-            reduction=reduction,
-            base=base,
-            axis=axis,
-            nan_policy=nan_policy,
-            out=out,
-        )
-    impl = _backend.implementation(name)
-    rows = _logit_rows(logits, "logits", axis)
-    n, c = rows.data.shape
-    ta = v.as_array(target, "target")
-    dtype = v.math_dtype(rows.data)
-    w = v.weight_array(weight, c, np.float64)
-    if ta.dtype.kind in "iu":
-        y = v.labels_rows(ta, "target", rows.batch)
-        tgt, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, y, w))
-        row_w, bad = impl.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise v.label_out_of_range(
-                "target", int(y[i]), v.row_name(i, rows.batch), c, ignore_index
-            )
-        denom = float(np.sum(row_w, dtype=np.float64)) if reduction == "mean" else None
-        return v.scalar_if_0d(
-            v.finish(
-                tgt,
-                rows.batch,
-                final,
-                divisor=divisor,
-                reduction=reduction,
-                nan_policy=nan_policy,
-                nan_inputs={"logits": rows.data},
-                denom=denom,
-            ),
-            out,
-        )
-    if ta.dtype.kind == "b":
-        raise TypeError("target must be integer class labels or floating probabilities; got bool")
-    if ta.shape != np.shape(logits):
-        raise ValueError(
-            f"target must be integer labels of shape {rows.batch} or probabilities of the logits' "
-            f"shape {np.shape(logits)}; got shape {ta.shape} with dtype {ta.dtype}"
-        )
-    if ignore_index != -100:
-        raise ValueError(
-            "ignore_index is only supported for integer class labels; soft (probability) targets "
-            f"take no ignore_index (got {ignore_index})"
-        )
-    t = v.to_rows(v.as_probabilities(ta, "target"), rows.axis)
-    dtype = v.math_dtype(rows.data, t.data)
-    tgt, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, t.data, w))
-    impl.ce_soft(rows.data, t.data, w, eps, tgt)
-    return v.scalar_if_0d(
-        v.finish(
-            tgt,
-            rows.batch,
-            final,
-            divisor=divisor,
-            reduction=reduction,
-            nan_policy=nan_policy,
-            nan_inputs={"logits": rows.data, "target": t.data},
-        ),
-        out,
-    )
+    opts = {"divisor": divisor, "reduction": reduction, "nan_policy": nan_policy}
+    with _op.space(backend, logits, target, weight) as sp:
+        xa = sp.logits(logits, "logits")
+        rows = sp.rows(xa, axis, "logits")
+        n, c = rows.data.shape
+        ta, tdt = sp.array(target, "target")
+        if tdt.kind in "iu":
+            y = sp.labels(target, "target", rows.batch)
+            dtype = v.math_dtype(rows.data)
+            w = sp.weight(weight, c, dtype)
+            tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, y, w))
+            row_w, fault = sp.k.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
+            if fault is not None:
+                row = v.row_name(fault[0], rows.batch)
+                raise v.label_out_of_range("target", fault[1], row, c, ignore_index)
+            return sp.finish(tgt, rows.batch, final, out, nan_inputs={"logits": rows.data},
+                             weights=row_w, **opts)  # fmt: skip
+        v.check_soft_target(tdt, ta.shape, xa.shape, rows.batch, ignore_index)
+        t = sp.rows(sp.probs(target, "target"), rows.axis, "target")
+        dtype = v.math_dtype(rows.data, t.data)
+        w = sp.weight(weight, c, dtype)
+        tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, t.data, w))
+        sp.k.ce_soft(rows.data, t.data, w, eps, tgt)
+        nan_in = {"logits": rows.data, "target": t.data}
+        return sp.finish(tgt, rows.batch, final, out, nan_inputs=nan_in, **opts)
 
 
 __all__ = [

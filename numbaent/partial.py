@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, _op
+from . import _arrays, _op
 from . import _validate as v
 from ._types import Scores, to_numpy
 from .scoring import score
@@ -387,17 +387,16 @@ def partial_state(
     if class_offset < 0:
         raise ValueError(f"class_offset must be >= 0; got {class_offset}")
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    if _backend.on_device(logits):
+    if _arrays.is_device(logits):
         xp = _device_module()
         xa = xp.asarray(logits)
-        if not v.is_float_dtype(xa.dtype):
-            raise TypeError(f"logits must be a floating array; got dtype {xa.dtype}")
+        v.check_logit_dtype(xa.dtype, "logits")
         ax = v.check_axis(axis, xa.ndim, "logits")
         moved = xp.moveaxis(xa, ax, -1)
         batch = tuple(moved.shape[:-1])
         data = xp.ascontiguousarray(moved).reshape(math.prod(batch), moved.shape[-1])
         dtype = np.dtype(np.float64) if xa.dtype == np.float64 else np.dtype(np.float32)
-        if labels is not None and _backend.on_device(labels):
+        if labels is not None and _arrays.is_device(labels):
             labels = xp.asnumpy(xp.asarray(labels))
     else:
         xp = np

@@ -1,6 +1,7 @@
 """Probability space: rows are distributions (or counts, with ``normalize=True``).
 
-Public functions -> validation (``_validate``) -> backend (``_kernels.cpu`` / ``numpy_impl`` / ``_cuda``).
+Each function is written once, over the adapter ``numbaent._op.space`` picks (see
+``numbaent.logits``).
 """
 
 from __future__ import annotations
@@ -9,66 +10,32 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, _op
+from . import _op
 from . import _validate as v
 
 ArrayLike = Any
 
-_FAULT = {1: "p", 2: "q"}
 
-
-def _prob_call(
-    op: str, p, q, *, base, axis, normalize, reduction, nan_policy, backend, out, pq_names
-):
-    divisor = v.base_divisor(base)
-    v.check_choice(reduction, "reduction", v.REDUCTIONS)
-    v.check_choice(nan_policy, "nan_policy", v.NAN_POLICIES)
-    name = _backend.resolve(backend, p, q)
-    if _backend.on_device(p, q):
-        args = (p,) if q is None else (p, q)
-        return _backend.device_call(
-            op,
-            *args,
-            base=base,
-            axis=axis,
-            normalize=normalize,
-            reduction=reduction,
-            nan_policy=nan_policy,
-            out=out,
-        )
-    impl = _backend.implementation(name)
-    pn, qn = pq_names
-    pa = v.as_probabilities(p, pn)
-    ax = v.check_axis(axis, pa.ndim, pn)
-    rows = v.to_rows(pa, ax)
-    q2 = None
-    if q is not None:
-        qa = v.as_probabilities(q, qn)
-        v.check_same_shape(pa, qa, pn, qn, ax)
-        q2 = qa.reshape(1, -1) if qa.shape != pa.shape else v.to_rows(qa, ax).data
-    dtype = v.math_dtype(rows.data, q2)
-    target, final = v.outputs(out, rows.batch, dtype, reduction, (rows.data, q2))
-    if q is None:
-        flags = impl.entropy(rows.data, bool(normalize), target)
-    else:
-        flags = getattr(impl, op)(rows.data, q2, bool(normalize), target)
-    bad = np.flatnonzero(flags)
-    if bad.size:
-        i = int(bad[0])
-        which = pn if flags[i] & 1 else qn
-        raise ValueError(
-            f"{which} has a negative entry in row {v.row_name(i, rows.batch)}; "
-            "probabilities and counts must be >= 0"
-        )
-    return v.finish(
-        target,
-        rows.batch,
-        final,
-        divisor=divisor,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        nan_inputs={pn: rows.data, qn: q2},
-    )
+def _prob_call(op, p, q, *, base, axis, normalize, reduction, nan_policy, backend, out):
+    divisor = v.options(base, reduction, nan_policy)
+    with _op.space(backend, p, q) as sp:
+        pa = sp.probs(p, "p")
+        rows = sp.rows(pa, axis, "p")
+        q2 = None
+        if q is not None:
+            qa = sp.probs(q, "q")
+            v.check_same_shape(pa, qa, "p", "q", rows.axis)
+            q2 = sp.rows(qa, rows.axis, "q").data if qa.shape == pa.shape else sp.shared(qa)
+        dtype = v.math_dtype(rows.data, q2)
+        target, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, q2))
+        if q is None:
+            fault = sp.k.entropy(rows.data, bool(normalize), target)
+        else:
+            fault = getattr(sp.k, op)(rows.data, q2, bool(normalize), target)
+        if fault is not None:  # (row, flags): bit 1 for p, else q
+            raise v.negative_entry("p" if fault[1] & 1 else "q", v.row_name(fault[0], rows.batch))
+        return sp.finish(target, rows.batch, final, out, divisor=divisor, reduction=reduction,
+                         nan_policy=nan_policy, nan_inputs={"p": rows.data, "q": q2})  # fmt: skip
 
 
 @_op.op("p")
@@ -119,20 +86,8 @@ def entropy(
     >>> round(float(numbaent.entropy([3, 1], normalize=True)), 6)
     0.562335
     """
-    res = _prob_call(
-        "entropy",
-        p,
-        None,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        out=out,
-        pq_names=("p", "q"),
-    )
-    return v.scalar_if_0d(res, out)
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("entropy", p, None, backend=backend, out=out, **kw)
 
 
 @_op.op("p", "q")
@@ -160,20 +115,8 @@ def cross_entropy(
     >>> numbaent.cross_entropy(p, [0.25, 0.25, 0.5], base=2)
     array([2.])
     """
-    res = _prob_call(
-        "cross_entropy",
-        p,
-        q,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        out=out,
-        pq_names=("p", "q"),
-    )
-    return v.scalar_if_0d(res, out)
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("cross_entropy", p, q, backend=backend, out=out, **kw)
 
 
 @_op.op("p", "q")
@@ -200,20 +143,8 @@ def kl_divergence(
     >>> numbaent.kl_divergence([[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.75, 0.25]], base=2).round(6)
     array([0.      , 0.207519])
     """
-    res = _prob_call(
-        "kl_divergence",
-        p,
-        q,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        out=out,
-        pq_names=("p", "q"),
-    )
-    return v.scalar_if_0d(res, out)
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("kl_divergence", p, q, backend=backend, out=out, **kw)
 
 
 @_op.op("p", "q")
@@ -240,17 +171,5 @@ def js_divergence(
     >>> numbaent.js_divergence([[1.0, 0.0]], [[0.0, 1.0]], base=2)
     array([1.])
     """
-    res = _prob_call(
-        "js_divergence",
-        p,
-        q,
-        base=base,
-        axis=axis,
-        normalize=normalize,
-        reduction=reduction,
-        nan_policy=nan_policy,
-        backend=backend,
-        out=out,
-        pq_names=("p", "q"),
-    )
-    return v.scalar_if_0d(res, out)
+    kw = dict(base=base, axis=axis, normalize=normalize, reduction=reduction, nan_policy=nan_policy)
+    return _prob_call("js_divergence", p, q, backend=backend, out=out, **kw)

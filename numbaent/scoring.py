@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, _op
+from . import _op
 from . import _validate as v
 from ._types import Scores
 
@@ -44,51 +44,31 @@ def score(
     divisor = v.base_divisor(base)
     t = v.check_temperature(temperature)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    name = _backend.resolve(backend, logits, labels, teacher_logits)
-    if _backend.on_device(logits, labels, teacher_logits):
-        return _backend.device_call(
-            "score",
-            logits,
-            labels,
-            teacher_logits=teacher_logits,
-            temperature=t,
-            ignore_index=ignore_index,
-            base=base,
-            axis=axis,
-        )
-    impl = _backend.implementation(name)
-    xa = v.as_logits(logits, "logits")
-    ax = v.check_axis(axis, xa.ndim, "logits")
-    rows = v.to_rows(xa, ax)
-    n, c = rows.data.shape
-    y = None if labels is None else v.labels_rows(labels, "labels", rows.batch)
-    tq = None
-    if teacher_logits is not None:
-        ta = v.as_logits(teacher_logits, "teacher_logits")
-        if ta.shape != xa.shape:
-            raise ValueError(
-                f"teacher_logits must have the logits' shape {xa.shape}; got {ta.shape}"
-            )
-        tq = v.to_rows(ta, ax).data  # read at its own precision, as softmax_kl_divergence does
-    dtype = v.math_dtype(rows.data, tq)
-    outs = {
-        "logsumexp": np.empty(n, dtype),
-        "entropy": np.empty(n, dtype),
-        "argmax": np.empty(n, np.int64),
-    }
-    if y is not None:
-        outs["cross_entropy"] = np.empty(n, dtype)
-        outs["correct"] = np.empty(n, np.bool_)
-    if tq is not None:
-        outs["kl_divergence"] = np.empty(n, dtype)
-    bad = impl.score(rows.data, y, ignore_index, tq, 1.0 / t, outs)
-    hit = np.flatnonzero(bad)
-    if hit.size:
-        i = int(hit[0])
-        raise v.label_out_of_range("labels", int(y[i]), v.row_name(i, rows.batch), c, ignore_index)
-    for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
-        if k in outs:
-            v.to_units(outs[k], divisor)
-    shaped = {k: a.reshape(rows.batch) for k, a in outs.items()}
-    ignored = None if y is None else (y == ignore_index).reshape(rows.batch)
-    return Scores(ignored=ignored, base=base, **shaped)
+    with _op.space(backend, logits, labels, teacher_logits) as sp:
+        xa = sp.logits(logits, "logits")
+        rows = sp.rows(xa, axis, "logits")
+        batch, c = rows.batch, rows.data.shape[1]
+        y = None if labels is None else sp.labels(labels, "labels", batch)
+        tq = None
+        if teacher_logits is not None:
+            ta = sp.logits(teacher_logits, "teacher_logits")
+            v.check_teacher_shape(ta.shape, xa.shape)
+            tq = sp.rows(ta, rows.axis, "teacher_logits").data  # at its own precision
+        dtype = v.math_dtype(rows.data, tq)
+        fields = {"logsumexp": dtype, "entropy": dtype, "argmax": np.int64}
+        if y is not None:
+            fields.update(cross_entropy=dtype, correct=np.bool_)
+        if tq is not None:
+            fields["kl_divergence"] = dtype
+        res, outs = {}, {}
+        for k, dt in fields.items():
+            res[k], outs[k] = sp.empty(batch, dt)
+        fault = sp.k.score(rows.data, y, ignore_index, tq, 1.0 / t, outs)
+        if fault is not None:
+            raise v.label_out_of_range("labels", fault[1], v.row_name(fault[0], batch), c,
+                                       ignore_index)  # fmt: skip
+        for k in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
+            if k in outs:
+                sp.units(outs[k], divisor)
+        ignored = None if y is None else sp.equals(y, ignore_index, batch)
+        return Scores(ignored=ignored, base=base, **res)

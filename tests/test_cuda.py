@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from conftest import BF16, assert_close, logits, probs
 
+import numbaent
 import numbaent as ne
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
@@ -247,9 +248,8 @@ def _host(r):
 
 
 def dcall(func, *args, **kw):
-    from numbaent import _cuda
-
-    return _cuda.device_call(func, *args, **kw)
+    """Public function ``func`` on device arrays (the backend picked for them: cuda)."""
+    return getattr(numbaent, func)(*args, **kw)
 
 
 @needs_cuda

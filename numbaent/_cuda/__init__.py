@@ -1,6 +1,7 @@
-"""The ``cuda`` backend: numba-cuda kernels (``kernels_*``), launched through ``ops`` by ``device``
-for arrays that live on a GPU (CuPy, torch, __cuda_array_interface__) and for host arrays with
-backend="cuda" (copied in and read back; ``numbaent._op`` routes them).
+"""The ``cuda`` backend: numba-cuda kernels (``kernels_*``), launched through ``ops`` by the device
+adapter (``device.Device``, which ``numbaent._op.space`` picks) for arrays that live on a GPU
+(CuPy, torch, __cuda_array_interface__) and for host arrays with backend="cuda" (copied in and
+read back).
 
 Importing this package imports ``numba.cuda`` but initialises no driver; ``numbaent._backend``
 imports it only when the cuda backend is asked about or used. Under the CUDA simulator
@@ -83,10 +84,3 @@ def _availability():
         f"CUDA device 0: {name} (sm_{cc[0]}{cc[1]})",
         f"{count} device(s); {version}; {_config.THREADS} threads per block",
     )
-
-
-def device_call(func: str, *args, **kwargs):
-    """Public function ``func`` on arrays that live on a GPU (see ``numbaent._cuda.device``)."""
-    from . import device
-
-    return device.call(func, *args, **kwargs)

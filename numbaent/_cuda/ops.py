@@ -1,6 +1,5 @@
 """The backend interface on numba device arrays: pick the kernel for the inputs' element types and
-the launch constants, and launch it on a stream. Shared by ``host`` (NumPy in, NumPy out) and
-``device`` (CuPy / torch / __cuda_array_interface__ in, the same kind out).
+the launch constants, and launch it on a stream, for the device adapter (``device.Device``).
 
 Arguments are numba device arrays (or, in the simulator, NumPy arrays), already validated and laid
 out as the CPU interface expects (rows x classes, C-contiguous; bfloat16 as uint16 bits). Outputs,
@@ -121,26 +120,11 @@ def kernel_args(op: str, *a):
         k = kl.softmax_kl(kind(xp), kind(xq), math_type(xp, xq), t, w, tile)
         return k, (xp, xq, float(inv_t), out)
     if op == "score":
-        (x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, klo,
-         bad, first) = a  # fmt: skip
+        x, y, has_labels, ignore_index, tq, has_teacher, inv_t, *outs = a
         one_t = float(inv_t) == 1.0
         k = ks.score(kind(x), kind(tq), math_type(x, tq), t, w, tile, bool(has_labels),
                      bool(has_teacher), one_t)  # fmt: skip
-        return k, (
-            x,
-            y,
-            ignore_index,
-            tq,
-            float(inv_t),
-            lse,
-            ent,
-            amax,
-            ce,
-            correct,
-            klo,
-            bad,
-            first,
-        )
+        return k, (x, y, ignore_index, tq, float(inv_t), *outs)
     raise KeyError(op)
 
 

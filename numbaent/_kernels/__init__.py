@@ -1,19 +1,20 @@
 """Backend implementations behind one internal interface.
 
-Each backend module (``cpu``, ``numpy_impl``, and ``numbaent._cuda`` for the GPU) provides these
-functions. Inputs are validated 2-D arrays (rows x classes, C-contiguous, dtype float16, bfloat16,
+Each backend module (``cpu``, ``numpy_impl``, and ``numbaent._cuda.device.Device`` for the GPU)
+provides these functions (the op bodies call them as ``sp.k.<name>``, see ``numbaent._op``). A fault
+is None, or (first faulty row, value): the op body raises the error of the message table. Inputs are validated 2-D arrays (rows x classes, C-contiguous, dtype float16, bfloat16,
 float32 or float64); ``q``/``xq`` may have a single row shared by every row; ``y`` is int64 (rows,);
 ``weight`` is None or a float array (C,). Outputs are preallocated by the caller in the math dtype
 (float64 if an input is float64, else float32) and filled in place.
 
 =================================================  ==============================================
-``entropy(p, normalize, out)``                      -> int8 flags (rows,): 1 = p < 0 somewhere
-``cross_entropy / kl_divergence / js_divergence``   ``(p, q, normalize, out)`` -> flags (2 = q < 0)
+``entropy(p, normalize, out)``                      -> fault: (row, 1) for p < 0 in that row
+``cross_entropy / kl_divergence / js_divergence``   ``(p, q, normalize, out)`` -> fault (2: q < 0)
 ``logsumexp(x, out)``, ``softmax_entropy(x, out)``  out (rows,)
 ``log_softmax(x, out)``, ``softmax(x, out)``        out (rows, C)
-``ce_labels(x, y, weight, ignore_index, eps, out)`` -> (row_weight float64, bad int8) per row
+``ce_labels(x, y, weight, ignore_index, eps, out)`` -> (row weights, fault: (row, bad label))
 ``ce_soft(x, t, weight, eps, out)``                 per-row loss, weight folded in
 ``softmax_kl(xp, xq, inv_t, out)``                  D(softmax(xp/T) || softmax(xq/T))
-``score(x, y, ignore_index, teacher, inv_t, outs)`` fills the arrays in ``outs``; -> bad labels
+``score(x, y, ignore_index, teacher, inv_t, outs)`` fills the arrays in ``outs``; -> fault
 =================================================  ==============================================
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import oracle
+from .exact import first_fault
 
 # float64 oracle results stored into float32 outputs: a value beyond the float32 range becomes
 # +-inf, the contract's answer, without NumPy's cast warning
@@ -21,28 +22,28 @@ def _f64(a):
 def entropy(p, normalize, out):
     res, flags = oracle.entropy(_f64(p), normalize)
     out[...] = res
-    return flags
+    return first_fault(flags)
 
 
 @_stores
 def cross_entropy(p, q, normalize, out):
     res, flags = oracle.cross_entropy(_f64(p), _f64(q), normalize)
     out[...] = res
-    return flags
+    return first_fault(flags)
 
 
 @_stores
 def kl_divergence(p, q, normalize, out):
     res, flags = oracle.kl_divergence(_f64(p), _f64(q), normalize)
     out[...] = res
-    return flags
+    return first_fault(flags)
 
 
 @_stores
 def js_divergence(p, q, normalize, out):
     res, flags = oracle.js_divergence(_f64(p), _f64(q), normalize)
     out[...] = res
-    return flags
+    return first_fault(flags)
 
 
 @_stores
@@ -69,7 +70,7 @@ def softmax_entropy(x, out):
 def ce_labels(x, y, weight, ignore_index, eps, out):
     loss, row_w, bad = oracle.ce_labels(_f64(x), y, weight, ignore_index, eps)
     out[...] = loss
-    return row_w, bad
+    return row_w, first_fault(bad, y)
 
 
 @_stores
@@ -87,4 +88,4 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
     res = oracle.score(_f64(x), y, ignore_index, None if teacher is None else _f64(teacher), inv_t)
     for name, arr in outs.items():
         arr[...] = res[name]
-    return res.get("bad", np.zeros(x.shape[0], np.int8))
+    return first_fault(res["bad"], y) if "bad" in res else None
