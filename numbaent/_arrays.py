@@ -90,9 +90,10 @@ def _torch_host(t, name):
 
     t = t.detach()  # numbaent computes no gradients
     if t.dtype == torch.bfloat16:
-        if v._BF16 is None:  # pragma: no cover - ml_dtypes is a dependency of the bfloat16 path
+        bf16 = v.bf16(load=True)
+        if bf16 is None:  # pragma: no cover - ml_dtypes is a dependency of the bfloat16 path
             raise TypeError(f"{name} is bfloat16: install ml_dtypes to read it")
-        return t.view(torch.int16).numpy().view(v._BF16)
+        return t.view(torch.int16).numpy().view(bf16)
     if t.is_complex():
         raise v.not_real(name, t.dtype)
     if t.is_conj() or t.is_neg():

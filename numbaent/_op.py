@@ -37,7 +37,8 @@ from ._types import to_numpy
 class Host:
     """The adapter for host memory (see the module docstring)."""
 
-    def __init__(self, kernels):
+    def __init__(self, name, kernels):
+        self.name = name  # the backend
         self.k = kernels
 
     def __enter__(self):
@@ -126,7 +127,7 @@ def space(backend, *arrays):
         return Device(*arrays)
     sp = _HOSTS.get(name)
     if sp is None:
-        sp = _HOSTS[name] = Host(_backend.implementation(name))
+        sp = _HOSTS[name] = Host(name, _backend.implementation(name))
     return sp
 
 

@@ -8,27 +8,37 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-try:  # bfloat16 is optional: arrays of it can only exist if ml_dtypes is installed
-    import ml_dtypes
-
-    _BF16 = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
-    _BF16 = None
-
 _FLOATS = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
-if _BF16 is not None:
-    _FLOATS.add(_BF16)
+_BF16 = None
+
+
+def bf16(load: bool = False):
+    """The bfloat16 dtype (ml_dtypes), or None. Without ``load`` it is only looked up once
+    ml_dtypes has been imported by someone: before that no array can have the dtype, and
+    ``import numbaent`` does not pay for ml_dtypes' extension (0.1-0.8 s)."""
+    global _BF16
+    if _BF16 is None and (load or "ml_dtypes" in sys.modules):
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - ml_dtypes is a dependency of the bfloat16 path
+            return None
+        _BF16 = np.dtype(ml_dtypes.bfloat16)
+        _FLOATS.add(_BF16)
+    return _BF16
+
 
 REDUCTIONS = ("none", "sum", "mean")
 NAN_POLICIES = ("propagate", "raise")
 
 
 def is_float_dtype(dt) -> bool:
-    return np.dtype(dt) in _FLOATS
+    dt = np.dtype(dt)
+    return dt in _FLOATS or (dt.kind == "V" and dt == bf16())
 
 
 def math_dtype(*arrays) -> np.dtype:
@@ -114,7 +124,7 @@ def as_array(a, name: str) -> np.ndarray:
             arr = np.asarray(a)
         except Exception as exc:
             raise TypeError(f"{name} must be an array of numbers; got {type(a).__name__}") from exc
-    if arr.dtype.kind not in "biuf" and arr.dtype != _BF16:
+    if arr.dtype.kind not in "biuf" and not (arr.dtype.kind == "V" and arr.dtype == bf16()):
         raise not_real(name, arr.dtype)
     return arr
 

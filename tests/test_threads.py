@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import numbaent as ne
-from numbaent import _backend
+from numbaent import _op
 
 
 def _fingerprint(res):
@@ -160,15 +160,17 @@ def test_concurrent_errors_do_not_disturb_other_threads():
 
 @pytest.fixture
 def backend_spy(monkeypatch):
-    """Records the concrete backend each thread's calls were dispatched to."""
+    """Records the concrete backend each thread's calls were dispatched to (the adapter
+    ``numbaent._op.space`` picked)."""
     seen = defaultdict(list)
-    orig = _backend.implementation
+    orig = _op.space
 
-    def spy(name):
-        seen[threading.get_ident()].append(name)
-        return orig(name)
+    def spy(backend, *arrays):
+        sp = orig(backend, *arrays)
+        seen[threading.get_ident()].append(sp.name)
+        return sp
 
-    monkeypatch.setattr(_backend, "implementation", spy)
+    monkeypatch.setattr(_op, "space", spy)
     return seen
 
 

@@ -40,7 +40,7 @@ from .._kernels import exact
 from . import _config, ops
 from . import kernels_util as ku
 
-BF16 = v._BF16
+BF16 = v.bf16(load=True)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
@@ -61,6 +61,8 @@ def _library(a) -> str:
 
 class Device:
     """The adapter for device memory (see the module docstring); one per call."""
+
+    name = "cuda"  # the backend
 
     def __init__(self, *arrays):
         self.k = self  # the kernels are this adapter's methods

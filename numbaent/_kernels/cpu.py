@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_logits, cpu_prob, cpu_score, exact
+from . import cpu_logits, cpu_prob, cpu_score, exact, first_fault
 from ._blocks import SMALL_C
 
 
@@ -49,7 +49,7 @@ def entropy(p, normalize, out):
     flags = _flags(p.shape[0])
     cpu_prob.entropy(kernel_view(p), bool(normalize), *exact.limits(out.dtype), out, flags)
     exact.prob("entropy", p, None, normalize, out, exact.take_redo(flags))
-    return exact.first_fault(flags)
+    return first_fault(flags)
 
 
 def _pq(op, p, q, normalize, out):
@@ -58,7 +58,7 @@ def _pq(op, p, q, normalize, out):
     lim = exact.limits(out.dtype)
     kernel(kernel_view(p), kernel_view(q), _q_step(p, q), bool(normalize), *lim, out, flags)
     exact.prob(op, p, q, normalize, out, exact.take_redo(flags))
-    return exact.first_fault(flags)
+    return first_fault(flags)
 
 
 def cross_entropy(p, q, normalize, out):
@@ -150,7 +150,7 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
         if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
             idx = exact.nonfinite_rows(out, x)
             exact.ce_labels(x, y, weight, ignore_index, eps, out, idx)
-    return row_w, exact.first_fault(bad, y)
+    return row_w, first_fault(bad, y)
 
 
 def ce_soft(x, t, weight, eps, out):
@@ -189,4 +189,4 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
     if teacher is not None:
         kl = outs["kl_divergence"]
         exact.softmax_kl(teacher, x, inv_t, kl, exact.nonfinite_rows(kl, teacher, x))
-    return exact.first_fault(bad, y)
+    return first_fault(bad, y)

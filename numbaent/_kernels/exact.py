@@ -99,16 +99,6 @@ def take_redo(flags):
     return idx
 
 
-def first_fault(flags, values=None):
-    """The row fault the validation layer raises for: None, or (first flagged row, its flag or
-    ``values[row]``, e.g. the bad label)."""
-    hit = np.flatnonzero(flags)
-    if hit.size == 0:
-        return None
-    i = int(hit[0])
-    return i, int(flags[i] if values is None else values[i])
-
-
 def redo(idx, out, c, compute):
     """out[rows] = compute(rows) for the rows ``idx``, in bounded chunks (a float64 result beyond
     the float32 range is stored as +-inf, the contract's answer, without a cast warning)."""

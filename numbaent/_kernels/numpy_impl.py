@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import oracle
-from .exact import first_fault
+from . import first_fault, oracle
 
 # float64 oracle results stored into float32 outputs: a value beyond the float32 range becomes
 # +-inf, the contract's answer, without NumPy's cast warning
