@@ -19,6 +19,7 @@ from ._blocks import (
     BLOCK,
     FLUSHED,
     KERNEL,
+    KL_BLOCK,
     NINF,
     ROW,
     SLACK,
@@ -297,8 +298,8 @@ def row_kl(rp, rq, it, it64, like):
     Sb = 0.0
     U = 0.0
     slack = cst(like, SLACK / it64)
-    for lo in range(0, c, BLOCK):
-        hi = min(lo + BLOCK, c)
+    for lo in range(0, c, KL_BLOCK):
+        hi = min(lo + KL_BLOCK, c)
         done = False
         if ma != NINF and mb != NINF:
             sa, sb, u, fa, fb, fbmin = blk_kl_max(rp, rq, lo, hi, ma, mb, it)

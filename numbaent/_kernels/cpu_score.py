@@ -19,6 +19,7 @@ from ._blocks import (
     BLOCK,
     FLUSHED,
     KERNEL,
+    KL_BLOCK,
     NINF,
     ROW,
     SLACK,
@@ -169,6 +170,7 @@ def score(
     it = cst(lse, inv_t)
     one_t = inv_t == 1.0
     slack = cst(lse, SLACK)
+    blk = KL_BLOCK if has_teacher else BLOCK
     for i in prange(x.shape[0]):
         r = x[i]
         rt = tq[i]  # tq is x itself when there is no teacher
@@ -181,8 +183,8 @@ def score(
         St = 0.0
         U = 0.0
         Sb = 0.0
-        for lo in range(0, c, BLOCK):
-            hi = min(lo + BLOCK, c)
+        for lo in range(0, c, blk):
+            hi = min(lo + blk, c)
             done = False
             if one_t and m != NINF and (not has_teacher or mt != NINF):
                 # one pass: sums against the current references, block maxima alongside
@@ -252,7 +254,7 @@ def score(
             S += np.float64(s)
             T += np.float64(t)
         if amlo >= 0:
-            am = _first_index(r, amlo, min(amlo + BLOCK, c), m, lse)
+            am = _first_index(r, amlo, min(amlo + blk, c), m, lse)
         S = at_least_one(S, m)
         logS = np.log(S)
         lse[i] = np.float64(m) + logS
