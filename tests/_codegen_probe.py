@@ -19,7 +19,7 @@ HOT = {
         "block_max", "block_sumexp", "block_sumexp_max", "block_sumexp_t_max", "block_sumexp_t",
         "_raw_max16", "_sumexp_pairs", "_sumexpk_pairs", "block_max_min",
     ],
-    cpu_logits: ["_blk_linear", "_blk_kl_full", "_blk_kl_max_full", "_blk_kl_sub", "_blk_kl_max_sub"],
+    cpu_logits: ["_blk_linear", "blk_kl", "blk_kl_max"],
     cpu_prob: ["_blk_entropy", "_blk_pq", "_blk_js"],
     cpu_score: ["_blk_teacher", "_blk_teacher_fused", "_blk_teacher_t"],
 }  # fmt: skip
