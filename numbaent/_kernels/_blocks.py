@@ -31,9 +31,9 @@ from .._vmath import cst, expk32, exps32, f32_from_bits, key, ld, prefetch, unke
 BLOCK = 1024
 # Rows with a KL (softmax_kl_divergence, score with a teacher) take blocks of KL_BLOCK: the float32
 # sums of a block of similar terms (a row in sorted order) lost 1.25e-6 of a KL of 3.9 at C =
-# 262144 over 1024 elements on AVX2 (torch float32: 8.8e-7), 4.3e-7 over 128, at the same speed
-# (the accuracy sweep of tests/test_trust.py).
-KL_BLOCK = 128
+# 262144 over 1024 elements on AVX2 (torch float32: 8.8e-7), 3.4e-7 over 256, for ~3% of the time
+# (128: 4.3e-7, 12%; float64 sums: 1.5e-8, 2x; the accuracy sweep of tests/test_trust.py).
+KL_BLOCK = 256
 # Only the innermost block loops (the block_* functions) get FASTMATH: reassociation is what lets a
 # float reduction vectorise. Row-level code and kernels are compiled WITHOUT it (KERNEL), because
 # reassociating e.g. (m - x[y]) + log(S) into m + (log(S) - x[y]) loses everything for logits of
