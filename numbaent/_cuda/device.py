@@ -507,18 +507,23 @@ class Device:
     def softmax_entropy(self, x, out):
         ops.run("softmax_entropy", x.shape[0], self.stream, x, out)
 
-    def _exact(self, res, sources, fn):
-        """The exact path after a kernel: the rows whose result is not finite and whose inputs
-        (``sources``: (rows, step)) hold no NaN, recomputed by ``fn`` (an ``exact`` function)."""
+    def _redo_rows(self, res, sources):
+        """Host indices of the rows for the exact path after a kernel: the rows whose result is
+        not finite and whose inputs (``sources``: (rows, step)) hold no NaN."""
         n = res.shape[0]
-        if n:
-            firsts = self.firsts(n, 1)
-            mark = self.redo_search(res, firsts, 0, *sources)
-            self.redo(res, self.marked_rows(self.read(firsts)[0], mark, n), sources, _on_rows(fn))
+        if n == 0:
+            return ()
+        firsts = self.firsts(n, 1)
+        mark = self.redo_search(res, firsts, 0, *sources)
+        return self.marked_rows(self.read(firsts)[0], mark, n)
 
     def softmax_kl(self, xp, xq, inv_t, out):
         ops.run("softmax_kl", xp.shape[0], self.stream, xp, xq, inv_t, out)
-        self._exact(out, [(xp, 1), (xq, 1)], lambda a, b, o, r: exact.softmax_kl(a, b, inv_t, o, r))
+        src = [(xp, 1), (xq, 1)]
+        idx = self._redo_rows(out, src)
+        if len(idx):
+            fn = lambda a, b, o, r: exact.softmax_kl(a, b, inv_t, o, r)  # noqa: E731
+            self.redo(out, idx, src, _on_rows(fn))
 
     def _host_weight(self, w):
         return None if w is None else _decoded(self.read(w))
@@ -526,14 +531,18 @@ class Device:
     def ce_soft(self, x, t, w, eps, out):
         wd = w if w is not None else self.scratch((1,), out.dtype)
         ops.run("ce_soft", x.shape[0], self.stream, x, t, wd, w is not None, eps, out)
-        fn = lambda a, b, o, r: exact.ce_soft(a, b, self._host_weight(w), eps, o, r)  # noqa: E731
-        self._exact(out, [(x, 1), (t, 1)], fn)
+        src = [(x, 1), (t, 1)]
+        idx = self._redo_rows(out, src)
+        if len(idx):  # the weights read back once, not once per chunk of rows
+            wh = self._host_weight(w)
+            fn = lambda a, b, o, r: exact.ce_soft(a, b, wh, eps, o, r)  # noqa: E731
+            self.redo(out, idx, src, _on_rows(fn))
 
     def _fault(self, first, n, values):
         """(row, values[row]) of the first faulty row, read back; None if there is none."""
-        if int(first) >= n:
-            return None
         i = int(first)
+        if i >= n:
+            return None
         return i, int(self.read(values[i : i + 1])[0])
 
     def ce_labels(self, x, y, w, ignore_index, eps, out):
