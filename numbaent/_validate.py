@@ -124,7 +124,7 @@ def as_array(a, name: str) -> np.ndarray:
             arr = np.asarray(a)
         except Exception as exc:
             raise TypeError(f"{name} must be an array of numbers; got {type(a).__name__}") from exc
-    if arr.dtype.kind not in "biuf" and not (arr.dtype.kind == "V" and arr.dtype == bf16()):
+    if arr.dtype.kind not in "biuf" and not is_float_dtype(arr.dtype):  # bfloat16 is a float
         raise not_real(name, arr.dtype)
     return arr
 
@@ -337,7 +337,7 @@ def scalar_if_0d(res, out):
 
 # --------------------------------------------------------------------------------------------------
 # the user-facing messages, each written once: both adapters (host and device memory), numbaent.dask
-# and the CLI check array metadata (dtype, shape) through these
+# and partial_state check array metadata (dtype, shape) through these (the CLI through the ops)
 
 
 def not_real(name: str, dtype) -> TypeError:
