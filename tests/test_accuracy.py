@@ -26,9 +26,11 @@ def _bound(got, ref):
 @pytest.fixture(scope="module")
 def big():
     rng = np.random.default_rng(2026)
-    x = (rng.standard_normal((6, C)) * 10).astype(np.float32)
-    y = rng.integers(0, C, 6)
-    p = rng.random((6, C)) ** 3
+    # 16 rows: the kernels of many rows (fewer rows split the class axis; that path is checked at
+    # C = 70001 in test_backends and at C = 262144 by the slow sweep in test_trust)
+    x = (rng.standard_normal((16, C)) * 10).astype(np.float32)
+    y = rng.integers(0, C, 16)
+    p = rng.random((16, C)) ** 3
     p = (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
     return x, y, p
 
