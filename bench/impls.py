@@ -376,6 +376,15 @@ def _prepare_jax(wl: Workload, inputs: Inputs) -> Callable[[], Any]:
     return lambda: jax.block_until_ready(fn(*args))
 
 
+def _roofline(which: str) -> Prepare:
+    def prepare(wl: Workload, inputs: Inputs) -> Callable[[], Any]:
+        from bench import roofline
+
+        return roofline.prepare(which, inputs)
+
+    return prepare
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry
 
@@ -397,6 +406,10 @@ CPU_IMPLS: list[Impl] = [
     Impl("scipy", "SciPy", "peer", "cpu", _prepare_scipy),
     Impl("torch", "torch cpu", "peer", "cpu", _torch("cpu")),
     Impl("jax", "JAX jit cpu", "peer", "cpu", _prepare_jax),
+    # the machine's own limits on the same bytes (bench/roofline.py)
+    Impl("read_limit", "read (limit)", "limit", "cpu", _roofline("read"), checked=False),
+    Impl("expsum_limit", "expsum (limit)", "limit", "cpu", _roofline("expsum"), checked=False),
+    Impl("logsum_limit", "logsum (limit)", "limit", "cpu", _roofline("logsum"), checked=False),
 ]
 
 GPU_IMPLS: list[Impl] = [
@@ -409,7 +422,7 @@ GPU_IMPLS: list[Impl] = [
 
 def select(peers: bool = True, gpu: bool = True) -> list[Impl]:
     """Implementations to run, in display order (the oracle is run first regardless)."""
-    impls = [i for i in CPU_IMPLS if peers or i.role in ("numbaent", "oracle")]
+    impls = [i for i in CPU_IMPLS if peers or i.role in ("numbaent", "oracle", "limit")]
     if gpu and gpu_status()[0]:
         impls += [i for i in GPU_IMPLS if peers or i.role == "numbaent"]
     return impls

@@ -66,6 +66,17 @@ def _version(dist: str) -> str | None:
         return getattr(mod, "__version__", None) if mod else None
 
 
+def _vector_width(flags: list[str]) -> str:
+    """The widest SIMD the CPU reports (from /proc/cpuinfo's flags, as lscpu shows them)."""
+    if "avx512f" in flags:
+        return "AVX-512 (512-bit)"
+    if "avx2" in flags:
+        return "AVX2 (256-bit)"
+    if "asimd" in flags or "neon" in flags:
+        return "NEON (128-bit)"
+    return "SSE or narrower" if flags else "?"
+
+
 def describe() -> dict[str, Any]:
     """Machine description; call after the benchmarks so imported libraries report threads."""
     cpu = _cpuinfo()
@@ -78,6 +89,7 @@ def describe() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": affinity,
         "cores_per_socket": cpu.get("cpu cores"),
+        "vector": _vector_width(cpu.get("flags", "").split()),
         "cache": cpu.get("cache size"),
         "mem_total_gib": round(m, 1) if (m := _mem_total_gib()) else None,
         "loadavg": loadavg(),
@@ -114,7 +126,8 @@ def describe() -> dict[str, Any]:
 def as_markdown(d: dict[str, Any]) -> str:
     lines = [
         f"- CPU: {d['cpu_model']}, {d['logical_cpus']} logical CPUs ({d['usable_cpus']} usable)"
-        + (f", cache {d['cache']}" if d.get("cache") else ""),
+        + (f", cache {d['cache']}" if d.get("cache") else "")
+        + (f", vectors: {d['vector']}" if d.get("vector") else ""),
         f"- Memory: {d['mem_total_gib']} GiB" if d.get("mem_total_gib") else "- Memory: ?",
         "- Threads: numba "
         + str(d.get("numba_threads", "?"))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench import roofline
 from bench.impls import Impl
 from bench.machine import as_markdown
 from bench.pairs import PairResult
@@ -53,6 +54,17 @@ def _usable(r: Result | None) -> float | None:
     """Min time if the result may count as a competitor (ran and did not disagree)."""
     t = _min(r)
     return t if t is not None and r is not None and r.check != "MISMATCH" else None
+
+
+def limit_fraction(wl: Workload, res: dict[str, Result]) -> tuple[float, float] | None:
+    """(numbaent cpu's time over the limit's, the limit in GB/s): the limit is the slower of the
+    workload's two yardsticks (bench/roofline.py: read, and expsum or logsum), same run."""
+    ts = [_min(res.get(k)) for k in roofline.limit_keys(wl.kind)]
+    t = _min(res.get("numbaent_cpu"))
+    if not t or not all(ts):
+        return None
+    lim = max(ts)  # type: ignore[type-var]
+    return lim / t, wl.input_bytes / lim / 1e9
 
 
 def cell(wl: Workload, r: Result | None) -> str:
@@ -117,6 +129,9 @@ def markdown(
     ]
     header = ["workload", "MB in"] + [i.label for i in impls]
     header.append("numbaent cpu vs best CPU peer")
+    has_limit = any(i.role == "limit" and i.device == "cpu" for i in impls)
+    if has_limit:
+        header.append("numbaent cpu / limit")
     if has_gpu:
         header += ["numbaent cuda vs best GPU peer", "numbaent cuda / copy"]
     rows = []
@@ -125,6 +140,9 @@ def markdown(
         cpu_t = _min(res.get("numbaent_cpu"))
         bp = best_peer(impls, res, "cpu")
         row.append(f"{_ratio(bp[1], cpu_t)} ({bp[0].label})" if bp and cpu_t else "—")
+        if has_limit:
+            lim = limit_fraction(wl, res)
+            row.append(f"{lim[0]:.2f} (limit {_num(lim[1])} GB/s)" if lim else "—")
         if has_gpu:
             cuda_t = _min(res.get("numbaent_cuda"))
             bg = best_peer(impls, res, "gpu")
@@ -135,7 +153,7 @@ def markdown(
     parts += [_table(header, rows), ""]
 
     # speedup of numbaent vs every other implementation on the same device
-    vs = [("numbaent_cpu", i) for i in impls if i.device == "cpu" and i.role != "numbaent"]
+    vs = [("numbaent_cpu", i) for i in impls if i.device == "cpu" and i.role in ("oracle", "peer")]
     vs += [("numbaent_cuda", i) for i in impls if i.device == "gpu" and i.role != "numbaent"]
     if vs:
         parts += ["## Speedup of numbaent (peer time / numbaent time)", ""]
@@ -254,6 +272,9 @@ def to_json(
                 "input_bytes": wl.input_bytes,
                 "bytes_formula": wl.bytes_formula,
                 "results": {k: r.to_json(wl) for k, r in res.items()},
+                "numbaent_cpu_fraction_of_limit": (
+                    lim[0] if (lim := limit_fraction(wl, res)) else None
+                ),
                 "numbaent_cpu_speedup_vs": {
                     i.key: (t / c)
                     for i in impls

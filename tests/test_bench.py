@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ml_dtypes
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,3 +60,42 @@ def test_full_size_report_shows_the_targets():
     assert "not evaluated" in "\n".join(pairs.markdown([pr], quick=True))
     doc = json.loads(report.to_json([], [], {}, {"quick": False}, [pr]))
     assert doc["smoke_test"] is False and doc["note"] is None
+
+
+def test_roofline_yardsticks_compute_what_they_time():
+    roofline = _bench("roofline")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 70001)).astype(np.float32)
+    p = rng.random((5, 3000)).astype(np.float32) + np.float32(0.5)
+    y = rng.integers(0, 70001, 7)
+    xor = [np.bitwise_xor.reduce(w) for w in (x.reshape(-1).view(np.int32), y.view(np.int32))]
+    assert roofline.prepare("read", {"x": x, "y": y})() == float(xor[0]) + float(xor[1])
+    ref = np.exp(x.astype(np.float64) - 10).sum() + float(xor[1])
+    assert abs(roofline.prepare("expsum", {"x": x, "y": y})() - ref) <= 1e-5 * abs(ref)
+    ref = np.log(p.astype(np.float64)).sum()
+    assert abs(roofline.prepare("logsum", {"p": p})() - ref) <= 1e-4 * abs(ref)
+    bf = x.astype(ml_dtypes.bfloat16)
+    ref = np.exp(bf.astype(np.float64) - 10).sum()
+    assert abs(roofline.prepare("expsum", {"x": bf})() - ref) <= 1e-5 * abs(ref)
+    assert roofline.limit_keys("ce") == ("read_limit", "expsum_limit")
+    assert roofline.limit_keys("entropy") == ("read_limit", "logsum_limit")
+
+
+def test_report_gives_the_fraction_of_the_limit():
+    report, runner, workloads = _bench("report"), _bench("runner"), _bench("workloads")
+    wl = workloads.Workload("entropy", "entropy", "float32", 10, 10, 10, 10)
+
+    def res(t):
+        return runner.Result("x", "ok", times=[t])
+
+    got = report.limit_fraction(
+        wl,
+        {
+            "numbaent_cpu": res(2.0),
+            "read_limit": res(1.0),
+            "logsum_limit": res(1.5),
+            "expsum_limit": res(9.0),
+        },
+    )
+    assert got == (0.75, wl.input_bytes / 1.5 / 1e9)
+    assert report.limit_fraction(wl, {"numbaent_cpu": res(2.0), "read_limit": res(1.0)}) is None
