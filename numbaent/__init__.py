@@ -17,6 +17,7 @@ from ._backend import (
     set_backend,
     use_backend,
 )
+from ._sequences import SequenceScores
 from ._summary import SummaryState
 from .logits import (
     log_softmax,
@@ -40,6 +41,7 @@ __all__ = [
     "BackendUnavailableError",
     "LogitState",
     "Scores",
+    "SequenceScores",
     "SummaryState",
     "backends",
     "cross_entropy",

@@ -1,5 +1,5 @@
 """Types every part of the package needs (``Scores``, ``BackendInfo``, the backend error): this
-module imports nothing of the package but the leaf ``_summary``, so that no import circle can run
+module imports nothing of the package but the leaves ``_summary`` and ``_sequences``, so that no import circle can run
 through them."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ._sequences import SequenceScores, sequences
 from ._summary import SummaryState
 
 
@@ -87,6 +88,27 @@ class Scores:
             entropy=_opt(self.entropy),
             kl_divergence=_opt(self.kl_divergence),
         )
+
+    def sequences(self, lengths=None) -> SequenceScores:
+        """Per-sequence results (language-model evaluation): ``log_likelihood``, ``tokens``,
+        ``cross_entropy`` (mean per token), ``perplexity``, ``greedy``, ``entropy`` and
+        ``kl_divergence`` (means), over each sequence's non-ignored tokens, summed in float64.
+
+        Scores of shape (..., T) give one sequence per row of the last axis (result shape (...));
+        1-D scores of N packed tokens are cut by ``lengths`` (integers >= 0 summing to N; a length
+        of 0 is a sequence of no tokens: log-likelihood 0, cross-entropy NaN). Needs labels.
+
+        Examples
+        --------
+        >>> import numpy as np, numbaent
+        >>> x = np.log([[0.5, 0.5], [0.25, 0.75], [0.9, 0.1]])
+        >>> seq = numbaent.score(x, np.array([0, 1, -100]), base=2).sequences(lengths=[2, 1])
+        >>> seq.log_likelihood.round(4), seq.tokens, seq.greedy
+        (array([-1.415,  0.   ]), array([2, 0]), array([ True,  True]))
+        >>> seq.perplexity.round(4)
+        array([1.633,   nan])
+        """
+        return sequences(self, lengths, to_numpy)
 
     def as_dict(self) -> dict:
         """The per-row arrays that were computed, by name."""

@@ -66,6 +66,7 @@ from . import _backend
 from . import _validate as v
 from . import logits as _logits
 from . import probability as _prob
+from ._sequences import SequenceScores
 from ._summary import SummaryState
 from ._types import Scores, to_numpy
 from .partial import combine as _combine_states
@@ -893,6 +894,11 @@ class DaskScores(Scores):
         ]
         (states,) = dask.compute(parts, **compute_kwargs)
         return functools.reduce(SummaryState.merge, states, SummaryState())
+
+    def sequences(self, lengths=None, **compute_kwargs) -> SequenceScores:
+        """As :meth:`numbaent.Scores.sequences`, on the computed scores (one Dask computation;
+        a sequence cut by a row chunk is whole again once computed)."""
+        return self.compute(**compute_kwargs).sequences(lengths)
 
     def compute(self, **compute_kwargs) -> Scores:
         """The in-memory :class:`numbaent.Scores` (one Dask computation for every field)."""

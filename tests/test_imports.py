@@ -85,5 +85,5 @@ def test_the_walker_sees_a_circle_through_a_function_level_import():
     assert cycles(g) == [["a", "b", "c"]]
     graph = import_graph()
     assert "numbaent._cuda" in graph["numbaent._backend"]  # imported inside a function: seen
-    assert graph["numbaent._types"] == {"numbaent._summary"}
-    assert graph["numbaent._summary"] == set()
+    assert graph["numbaent._types"] == {"numbaent._summary", "numbaent._sequences"}
+    assert graph["numbaent._summary"] == set() and graph["numbaent._sequences"] == set()
