@@ -164,6 +164,22 @@ def _check_dtype(dtype: np.dtype, where: str) -> None:
         raise CliError(f"{where}: object arrays are not supported")
 
 
+def _is_raw_bf16(dtype: np.dtype) -> bool:
+    """NumPy saves a bfloat16 array with the header descr '<V2' (a 2-byte void): read it back."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.names is None
+
+
+def _as_bf16(arr: np.ndarray, spec: str) -> np.ndarray:
+    """A view of a raw ``|V2`` array (a bfloat16 ``.npy``) as ``ml_dtypes.bfloat16`` (no copy)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise CliError(
+            f"{spec}: a bfloat16 .npy (raw |V2) needs ml_dtypes to be read (pip install ml_dtypes)"
+        ) from None
+    return arr.view(ml_dtypes.bfloat16)
+
+
 def _check_role(arr: np.ndarray, spec: str, role: str) -> None:
     """``score``'s inputs: logits and teacher logits of a floating dtype numbaent computes with,
     integer labels; the error names the file (``spec``) and the dtype."""
@@ -177,11 +193,8 @@ def _check_role(arr: np.ndarray, spec: str, role: str) -> None:
     if not _validate.is_float_dtype(dtype.newbyteorder("=")):
         # the floating dtypes numbaent computes with that a .npy can hold (not bfloat16)
         supported = ", ".join(sorted(str(d) for d in _validate._FLOATS if d.kind == "f"))
-        hint = ""
-        if dtype.kind == "V" and dtype.itemsize == 2 and dtype.names is None:
-            hint = "; a bfloat16 array saved with numpy reads back as raw |V2: save it as float32"
         raise CliError(
-            f"{spec}: dtype {dtype} is not supported for {role} (supported: {supported}){hint}"
+            f"{spec}: dtype {dtype} is not supported for {role} (supported: {supported}, bfloat16)"
         )
 
 
@@ -259,36 +272,43 @@ def load_array(spec: str | os.PathLike[str], role: str = "logits") -> np.ndarray
     ``FILE.npz:NAME`` to pick the array ``NAME`` explicitly. Problems raise :class:`CliError`
     or ``OSError``.
     """
-    path, name = _split_spec(spec)
-    if not path.exists():
-        raise CliError(f"{spec}: no such file")
-    kind = _sniff(path)
+    path, kind, name = locate(spec, role)
     try:
-        if kind == "npy":
-            if name is not None:
-                raise CliError(f"{spec}: ':NAME' only applies to .npz files")
-            return _load_npy(path)
-        members = _npz_members(path)
-        if name is None:
-            for cand in NPZ_NAMES.get(role, (role,)):
-                if cand in members:
-                    name = cand
-                    break
-            else:
-                if len(members) == 1:
-                    name = members[0]
-                else:
-                    wanted = " or ".join(repr(c) for c in NPZ_NAMES.get(role, (role,)))
-                    have = ", ".join(repr(m) for m in members) or "none"
-                    raise CliError(f"{path}: no array named {wanted} (arrays: {have})")
-        elif name not in members:
-            have = ", ".join(repr(m) for m in members) or "none"
-            raise CliError(f"{path}: no array named {name!r} (arrays: {have})")
-        return _load_npz(path, name)
+        return _load_npy(path) if kind == "npy" else _load_npz(path, name)
     except zipfile.BadZipFile as e:
         raise CliError(f"{path}: not a readable .npz file ({e})") from None
     except (ValueError, EOFError) as e:
         raise CliError(f"{path}: cannot read ({_one_line(e)})") from None
+
+
+def locate(spec: str | os.PathLike[str], role: str = "logits") -> tuple[Path, str, str]:
+    """(path, "npy" or "npz", the member's name or "") of the array ``spec`` names for ``role``
+    (see :func:`load_array`); the name is what the report shows as FILE.npz:NAME."""
+    path, name = _split_spec(spec)
+    if not path.exists():
+        raise CliError(f"{spec}: no such file")
+    kind = _sniff(path)
+    if kind == "npy":
+        if name is not None:
+            raise CliError(f"{spec}: ':NAME' only applies to .npz files")
+        return path, kind, ""
+    try:
+        members = _npz_members(path)
+    except zipfile.BadZipFile as e:
+        raise CliError(f"{path}: not a readable .npz file ({e})") from None
+    if name is None:
+        for cand in NPZ_NAMES.get(role, (role,)):
+            if cand in members:
+                return path, kind, cand
+        if len(members) == 1:
+            return path, kind, members[0]
+        wanted = " or ".join(repr(c) for c in NPZ_NAMES.get(role, (role,)))
+        have = ", ".join(repr(m) for m in members) or "none"
+        raise CliError(f"{path}: no array named {wanted} (arrays: {have})")
+    if name not in members:
+        have = ", ".join(repr(m) for m in members) or "none"
+        raise CliError(f"{path}: no array named {name!r} (arrays: {have})")
+    return path, kind, name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,31 +536,60 @@ class _Writer:
 
 
 class _Progress:
-    def __init__(self, total: int, enabled: bool):
+    """One status line on stderr (a terminal only): rows done, rate, GB/s of input, elapsed, ETA.
+    Before the first chunk it says that a first run compiles the kernels (Numba caches them)."""
+
+    def __init__(self, total: int, enabled: bool, row_bytes: int = 0, stream=None, clock=None):
         self.total = total
         self.enabled = enabled and total > 0
         self.active = False
-        self._last = 0.0
+        self.row_bytes = row_bytes
+        self.stream = sys.stderr if stream is None else stream
+        self.clock = time.monotonic if clock is None else clock
+        self.t0 = self.clock()
+        self._last = -1.0
+
+    def _write(self, text: str) -> None:
+        self.stream.write("\r\x1b[K" + text)
+        self.stream.flush()
+        self.active = True
+
+    def start(self) -> None:
+        if self.enabled:
+            self._write("scoring the first chunk (a first run compiles the kernels: ~10-30 s)")
 
     def update(self, done: int) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
+        now = self.clock()
         if done < self.total and now - self._last < 0.1:
             return
         self._last = now
-        width = 30
+        width = 24
         frac = done / self.total
         bar = "#" * int(frac * width)
-        sys.stderr.write(f"\r[{bar:<{width}}] {done}/{self.total} rows ({frac:6.1%})")
-        sys.stderr.flush()
-        self.active = True
+        el = max(now - self.t0, 1e-9)
+        rate = done / el
+        eta = (self.total - done) / rate if rate > 0 else math.inf
+        self._write(
+            f"[{bar:<{width}}] {done:,}/{self.total:,} rows {frac:6.1%}  {rate:,.0f} rows/s  "
+            f"{rate * self.row_bytes / 1e9:.2f} GB/s  {_clock(el)} elapsed  ETA {_clock(eta)}"
+        )
 
     def close(self) -> None:
         if self.active:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
             self.active = False
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss or m:ss; '?' when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -585,7 +634,10 @@ def _json_value(v: Any) -> Any:
     if isinstance(v, (int, np.integer)):
         return int(v)
     f = float(v)
-    return f if math.isfinite(f) else None
+    if math.isfinite(f):
+        return f
+    # null is "not computed"; a computed NaN or infinity is a string (JSON has no such numbers)
+    return "NaN" if math.isnan(f) else ("Infinity" if f > 0 else "-Infinity")
 
 
 def _parse_base(text: str) -> float | None:
@@ -607,14 +659,36 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _sequence_summary(seq: dict[str, np.ndarray], count: int) -> dict[str, Any]:
+    """Means over the sequences (those with at least one token for the per-token means)."""
+    if count == 0:
+        return {"sequences": 0, "sequence_log_likelihood": None, "sequence_perplexity": None,
+                "greedy_sequences": None}  # fmt: skip
+    has = seq["tokens"] > 0
+    with np.errstate(invalid="ignore"):
+        ppl = float(np.mean(seq["perplexity"][has])) if has.any() else math.nan
+    return {
+        "sequences": count,
+        "sequence_log_likelihood": float(np.mean(seq["log_likelihood"])),
+        "sequence_perplexity": ppl,  # the mean of the per-sequence perplexities (HF evaluate's)
+        "greedy_sequences": float(np.mean(seq["greedy"])),
+    }
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     import numbaent
 
     _validate.check_temperature(args.temperature)  # before any file is read or created
 
+    arrays: dict[str, str] = {}  # what was read, for the report: role -> FILE or FILE.npz:NAME
+
     def load(spec: str, role: str) -> np.ndarray:
         arr = load_array(spec, role)
+        if role != "labels" and _is_raw_bf16(arr.dtype):
+            arr = _as_bf16(arr, spec)
         _check_role(arr, spec, role)
+        path, _, name = locate(spec, role)
+        arrays[role] = f"{path}:{name}" if name else str(path)
         return arr
 
     logits = load(args.logits, "logits")
@@ -628,8 +702,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if teacher is None and "teacher_logits" in members:
             teacher = load(f"{args.logits}:teacher_logits", "teacher")
 
-    if logits.ndim < 1:
-        raise CliError(f"{args.logits}: logits must have at least 1 dimension (rows x classes)")
+    if logits.ndim < 2:
+        raise CliError(
+            f"{args.logits}: logits must be rows x classes (2-D, or more batch axes first); got "
+            f"shape {logits.shape}: one row of C classes is shape (1, C)"
+        )
     batch_shape = logits.shape[:-1]
     n_classes = logits.shape[-1]
     if labels is not None:
@@ -656,17 +733,40 @@ def _cmd_score(args: argparse.Namespace) -> int:
             row_bytes += n_classes * teacher.dtype.itemsize
         chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
 
-    progress = _Progress(n, enabled=not args.no_progress and sys.stderr.isatty())
+    seq_len = 0
+    if args.sequences:
+        if labels is None or logits.ndim < 3:
+            raise CliError(
+                f"--sequences needs logits of shape (..., T, C) and labels of shape (..., T); got "
+                f"logits {logits.shape}"
+                + ("" if labels is None else f" and labels {labels.shape}")
+                + (" and no labels" if labels is None else "")
+            )
+        seq_len = batch_shape[-1]
+        chunk = max(seq_len, chunk // max(seq_len, 1) * seq_len)  # whole sequences per chunk
+    n_seq = n // seq_len if seq_len else 0
+    seqs: dict[str, list] = {}
+    per_seq: dict[str, np.ndarray] = {}
+
+    in_bytes = n_classes * (
+        logits.dtype.itemsize + (0 if teacher is None else teacher.dtype.itemsize)
+    )
+    in_bytes += 0 if labels is None else labels.dtype.itemsize
+    progress = _Progress(n, not args.no_progress and sys.stderr.isatty(), row_bytes=in_bytes)
     state = SummaryState()  # exact sums: the summary does not depend on --chunk-rows
     writer = None
     try:
         if args.output:
-            writer = _Writer(Path(args.output), n, batch_shape)
+            if args.sequences:
+                writer = _Writer(Path(args.output), n_seq, batch_shape[:-1])
+            else:
+                writer = _Writer(Path(args.output), n, batch_shape)
             writer.open()
             for inp in (args.logits, args.labels, args.teacher):
                 if inp is not None and _same_file(inp, args.output):
                     raise CliError(f"{args.output}: output would overwrite input {inp}")
         droppers = [_PageDropper(a) for a in (flat, flat_teacher)]
+        progress.start()
         for start in range(0, max(n, 1), chunk):
             stop = min(start + chunk, n)
             for d, a in zip(droppers, (flat, flat_teacher), strict=True):
@@ -684,8 +784,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 backend=args.backend,
             )
             state = state.merge(scores.summary_state())
+            if args.sequences and stop > start:
+                k = (stop - start) // seq_len
+                per_seq = scores.sequences(lengths=np.full(k, seq_len)).as_dict()
+                for name, a in per_seq.items():
+                    seqs.setdefault(name, []).append(a)
             if writer is not None:
-                writer.add(_score_arrays(scores, stop - start))
+                rows = per_seq if args.sequences else _score_arrays(scores, stop - start)
+                writer.add(rows)
             for d, a in zip(droppers, (flat, flat_teacher), strict=True):
                 if a is not None:
                     d.done(a[start:stop])
@@ -700,23 +806,45 @@ def _cmd_score(args: argparse.Namespace) -> int:
     finally:
         progress.close()
 
+    # rows whose model statistics are NaN (a NaN or +inf logit, or all -inf), among those kept
+    summary["nan_rows"] = state.sums["entropy"].nan if "entropy" in state.sums else 0
+    if args.sequences:
+        summary.update(_sequence_summary({k: np.concatenate(v) for k, v in seqs.items()}, n_seq))
+    units = _units(args.base)
+    context = {
+        "units": units,
+        "base": args.base,
+        "temperature": args.temperature,
+        "kl": "teacher || model" if teacher is not None else None,
+        "arrays": arrays,
+        "shape": list(logits.shape),
+        "dtype": str(logits.dtype),
+    }
     if args.json:
-        print(json.dumps({k: _json_value(v) for k, v in summary.items()}, indent=2))
-    else:
-        units = _units(args.base)
-        shape = " x ".join(str(d) for d in logits.shape)
-        print(f"{args.logits}: {shape} {logits.dtype}")
-        rows = []
-        for k, v in summary.items():
-            unit = (
-                units
-                if v is not None and k in ("cross_entropy", "entropy", "kl_divergence")
-                else ""
-            )
-            rows.append((k, _fmt(v), unit))
-        print(_table(rows, indent="  "))
-        if args.output:
-            print(f"per-row arrays written to {args.output}")
+        doc = {k: _json_value(v) for k, v in summary.items()}
+        doc["context"] = {k: _json_value(v) if k == "base" else v for k, v in context.items()}
+        print(json.dumps(doc, indent=2))
+        return 0
+    shape = " x ".join(str(d) for d in logits.shape)
+    # what was read: members of the logits' own .npz by name, other files by role and path
+    own = arrays["logits"].rpartition(":")[0] if ":" in arrays["logits"] else arrays["logits"]
+    used = [
+        spec[len(own) + 1 :] if spec.startswith(own + ":") else f"{role} {spec}"
+        for role, spec in arrays.items()
+        if spec != own
+    ]
+    print(f"{args.logits}: {shape} {logits.dtype}" + (f" ({', '.join(used)})" if used else ""))
+    rows = []
+    for k, v in summary.items():
+        in_units = ("cross_entropy", "entropy", "kl_divergence", "sequence_log_likelihood")
+        unit = units if v is not None and k in in_units else ""
+        rows.append((k, _fmt(v), unit))
+    rows.append(("units", units, "" if args.base is None else f"base {args.base:g}"))
+    if teacher is not None:
+        rows.append(("kl", "KL(teacher || model)", f"temperature {args.temperature:g}"))
+    print(_table(rows, indent="  "))
+    if args.output:
+        print(f"per-row arrays written to {args.output}")
     return 0
 
 
@@ -884,13 +1012,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per chunk (default: about 256 MB of logits per chunk)",
     )
     s.add_argument(
-        "--json", action="store_true", help="print the summary as JSON (NaN/inf as null)"
+        "--json",
+        action="store_true",
+        help="print the summary as JSON, with a 'context' object (null: not computed; a NaN or "
+        'infinite value is the string "NaN" / "Infinity")',
     )
     s.add_argument(
         "-o",
         "--output",
         metavar="OUT",
-        help="write per-row arrays to OUT.npz, or OUT.parquet (needs pyarrow)",
+        help="write per-row arrays (per-sequence ones with --sequences) to OUT.npz, or "
+        "OUT.parquet (needs pyarrow)",
+    )
+    s.add_argument(
+        "--sequences",
+        action="store_true",
+        help="per-sequence results for (..., T, C) logits and (..., T) labels: the last batch "
+        "axis is the sequence (log-likelihood, tokens, perplexity, greedy; see "
+        "Scores.sequences); chunks hold whole sequences",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=_cmd_score)

@@ -57,9 +57,26 @@ def assert_summary_close(got, want, rtol=1e-6, atol=1e-7):
 
 
 def score_json(capsys, *argv):
+    """The summary keys of ``score --json`` (its ``context`` and ``nan_rows``: doc["context"])."""
     rc, out, err = run(capsys, "score", *argv, "--json")
     assert rc == 0, err
-    return json.loads(out)
+    doc = json.loads(out)
+    doc["context"]["nan_rows"] = doc.pop("nan_rows")
+    ctx = doc.pop("context")
+    # a computed NaN / infinity is a string, null is "not computed"
+    doc = {k: float(v) if isinstance(v, str) else v for k, v in doc.items()}
+    return _Summary(doc, ctx)
+
+
+class _Summary(dict):
+    """The summary dict of ``score --json``, with its ``context`` beside it."""
+
+    def __init__(self, d, context):
+        super().__init__(d)
+        self.context = context
+
+    def __getitem__(self, k):
+        return self.context if k == "context" else super().__getitem__(k)
 
 
 def direct(logits, labels=None, teacher=None, **kw):
@@ -863,18 +880,37 @@ def test_unsupported_dtype_is_named(capsys, tmp_path, role, dtype, container):
     rc, _, err = run(capsys, "score", *argv)
     assert_one_line_error(rc, err)
     assert f"{where}: dtype {dtype} is not supported for {role}" in err, err
-    want = "integer dtypes" if role == "labels" else "float16, float32, float64"
+    want = "integer dtypes" if role == "labels" else "float16, float32, float64, bfloat16"
     assert f"(supported: {want})" in err
     assert "must hold real numbers" not in err
 
 
-def test_bfloat16_saved_by_numpy_gets_a_hint(capsys, tmp_path):
+def test_bfloat16_npy_files_are_read_in_place(capsys, tmp_path):
     import ml_dtypes
 
-    np.save(tmp_path / "bf.npy", np.zeros((3, 4), ml_dtypes.bfloat16))  # stored as |V2
-    rc, _, err = run(capsys, "score", tmp_path / "bf.npy")
+    logits, labels, teacher = digits()
+    bf, tbf = logits.astype(ml_dtypes.bfloat16), teacher.astype(ml_dtypes.bfloat16)
+    np.save(tmp_path / "bf.npy", bf)  # stored as |V2
+    np.save(tmp_path / "t.npy", tbf)
+    np.save(tmp_path / "y.npy", labels)
+    assert np.load(tmp_path / "bf.npy").dtype == np.dtype("V2")
+    args = [tmp_path / "bf.npy", "--labels", tmp_path / "y.npy", "--teacher", tmp_path / "t.npy"]
+    got = score_json(capsys, *args)
+    assert_summary_close(got, direct(bf, labels, tbf).summary(), rtol=0, atol=0)
+    assert got["context"]["dtype"] == "bfloat16"
+    rc, out, err = run(capsys, "score", *args, "--chunk-rows", "50", "-o", tmp_path / "o.npz")
+    assert rc == 0, err
+    with np.load(tmp_path / "o.npz") as z:
+        np.testing.assert_array_equal(z["cross_entropy"], direct(bf, labels, tbf).cross_entropy)
+
+
+def test_one_dimensional_logits_are_an_error(capsys, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros(10, np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(10, np.int64))
+    rc, _, err = run(capsys, "score", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
     assert_one_line_error(rc, err)
-    assert "dtype |V2 is not supported" in err and "save it as float32" in err
+    assert f"{tmp_path / 'x.npy'}: logits must be rows x classes" in err
+    assert "got shape (10,): one row of C classes is shape (1, C)" in err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -889,3 +925,126 @@ def test_bad_temperature_is_one_line(capsys, tmp_path, t):
     assert_one_line_error(rc, err)
     assert "temperature" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# what the report says it measured
+# --------------------------------------------------------------------------------------------------
+
+
+def test_json_keeps_nan_apart_from_not_computed_and_carries_its_context(capsys, tmp_path):
+    x = np.zeros((4, 3), np.float32)
+    x[2, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2, -100]))
+    args = ["score", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--base", "2", "--json"]
+    rc, out, err = run(capsys, *args)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["cross_entropy"] == "NaN" and doc["kl_divergence"] is None  # NaN vs not computed
+    assert doc["nan_rows"] == 1 and doc["rows"] == 4 and doc["ignored"] == 1
+    assert out.count(str(tmp_path / "x.npy")) == 1  # the JSON names the files, in "arrays"
+    rc, table, _ = run(capsys, *args[:-1])
+    assert (
+        table.splitlines()[0]
+        == f"{tmp_path / 'x.npy'}: 4 x 3 float32 (labels {tmp_path / 'y.npy'})"
+    )
+    assert doc["context"] == {
+        "units": "bits",
+        "base": 2.0,
+        "temperature": 1.0,
+        "kl": None,
+        "arrays": {"logits": str(tmp_path / "x.npy"), "labels": str(tmp_path / "y.npy")},
+        "shape": [4, 3],
+        "dtype": "float32",
+    }
+
+
+def test_the_table_names_the_arrays_units_and_kl_direction(capsys):
+    rc, out, err = run(capsys, "score", DIGITS, "--temperature", "2", "--base", "2")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith("float32 (logits, labels, teacher_logits)"), lines[0]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[1:]}
+    assert rows["units"] == ["bits", "base", "2"]
+    assert rows["kl"] == ["KL(teacher", "||", "model)", "temperature", "2"]
+    assert rows["nan_rows"] == ["0"] and rows["cross_entropy"][-1] == "bits"
+
+
+# --------------------------------------------------------------------------------------------------
+# --sequences
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def token_files(tmp_path):
+    rng = np.random.default_rng(5)
+    b, t, c = 6, 5, 40
+    x = (rng.standard_normal((b, t, c)) * 2).astype(np.float32)
+    y = rng.integers(0, c, (b, t))
+    y[1] = -100  # a sequence with no tokens
+    y[2, :3] = -100
+    y[3] = np.argmax(x[3], 1)  # a greedy sequence
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, x, y
+
+
+@pytest.mark.parametrize("chunk", [[], ["--chunk-rows", "7"], ["--chunk-rows", "1"]])
+def test_sequences_from_the_cli_equal_scores_sequences(capsys, token_files, chunk):
+    tmp_path, x, y = token_files
+    want = numbaent.score(x, y).sequences()
+    args = [tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--sequences", *chunk]
+    got = score_json(capsys, *args)
+    has = want.tokens > 0
+    assert got["sequences"] == 6 and got["greedy_sequences"] == float(np.mean(want.greedy))
+    assert math.isclose(got["sequence_log_likelihood"], float(np.mean(want.log_likelihood)))
+    assert math.isclose(got["sequence_perplexity"], float(np.mean(want.perplexity[has])))
+    out = tmp_path / "seq.npz"
+    rc, _, err = run(capsys, "score", *args, "-o", out)
+    assert rc == 0, err
+    with np.load(out) as z:
+        assert set(z.files) == set(want.as_dict())
+        for k, v in want.as_dict().items():
+            np.testing.assert_array_equal(z[k], v, err_msg=k)
+    assert want.tokens[1] == 0 and want.greedy[3]
+
+
+def test_sequences_need_labels_and_a_time_axis(capsys, token_files):
+    tmp_path, x, y = token_files
+    rc, _, err = run(capsys, "score", tmp_path / "x.npy", "--sequences")
+    assert_one_line_error(rc, err)
+    assert "--sequences needs logits of shape (..., T, C) and labels of shape (..., T)" in err
+    assert "no labels" in err
+    np.save(tmp_path / "x2.npy", x.reshape(-1, x.shape[-1]))
+    np.save(tmp_path / "y2.npy", y.reshape(-1))
+    rc, _, err = run(capsys, "score", tmp_path / "x2.npy", "--labels", tmp_path / "y2.npy",
+                     "--sequences")  # fmt: skip
+    assert_one_line_error(rc, err)
+    assert "got logits (30, 40) and labels (30,)" in err
+
+
+def test_progress_line_shows_rate_bandwidth_elapsed_and_eta():
+    import io
+
+    t = [100.0]
+    buf = io.StringIO()
+    p = cli._Progress(1000, True, row_bytes=4000, stream=buf, clock=lambda: t[0])
+    p.start()
+    assert "first run compiles the kernels" in buf.getvalue()
+    t[0] += 2.0
+    p.update(250)
+    line = buf.getvalue().rsplit("\r\x1b[K", 1)[1]
+    assert "250/1,000 rows  25.0%" in line and "125 rows/s" in line
+    assert "0.00 GB/s" in line and "0:02 elapsed" in line and "ETA 0:06" in line
+    t[0] += 3600
+    p.update(500)
+    assert "1:00:02 elapsed" in buf.getvalue().rsplit("\r\x1b[K", 1)[1]
+    p.close()
+    assert buf.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()
+    q = cli._Progress(1000, False, stream=quiet)
+    q.start()
+    q.update(10)
+    q.close()
+    assert quiet.getvalue() == ""  # not a terminal: nothing
