@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import numbaent
 from numbaent import cli
@@ -1048,3 +1049,40 @@ def test_progress_line_shows_rate_bandwidth_elapsed_and_eta():
     q.update(10)
     q.close()
     assert quiet.getvalue() == ""  # not a terminal: nothing
+
+
+@pytest.mark.slow
+def test_a_bfloat16_file_larger_than_the_chunks_is_scored_with_a_small_resident_set(tmp_path):
+    """1 GiB of bfloat16 logits (a .npy with a |V2 header), scored in a fresh process: its peak
+    RSS stays far below the file's size (the pages of scored chunks are released). Measured by
+    hand on a 2 GiB file (524288 x 2048): peak RSS 440 MB."""
+    import ml_dtypes
+
+    n, c = 262144, 2048
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", ml_dtypes.bfloat16, (n, c))
+    blk = (np.random.default_rng(0).standard_normal((8192, c), np.float32) * 3).astype(x.dtype)
+    for i in range(0, n, 8192):
+        x[i : i + 8192] = blk
+    x.flush()
+    del x
+    np.save(tmp_path / "y.npy", np.tile(np.arange(8192) % c, n // 8192))
+    # the child reports its own high-water mark (VmHWM of its address space) at exit: ru_maxrss
+    # would count this process's pages, which a child carries until its exec
+    code = (
+        "import atexit, runpy, sys\n"
+        "def hwm():\n"
+        "    line = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0]\n"
+        "    print('VmHWM', line.split()[1], file=sys.stderr)\n"
+        "atexit.register(hwm)\n"
+        f"sys.argv = ['numbaent', 'score', {str(tmp_path / 'x.npy')!r}, '--labels', "
+        f"{str(tmp_path / 'y.npy')!r}, '--json']\n"
+        "runpy.run_module('numbaent', run_name='__main__')\n"
+    )
+    proc = run_python(code, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(proc.stderr.split("VmHWM")[-1].split()[0]) / 1024
+    assert peak_mb < 700, f"peak RSS {peak_mb:.0f} MB for a {n * c * 2 / 2**20:.0f} MiB file"
+    doc = json.loads(proc.stdout)
+    assert doc["rows"] == n and doc["context"]["dtype"] == "bfloat16"
+    ref = numbaent.score(blk, np.arange(8192) % c).summary()
+    assert math.isclose(doc["cross_entropy"], ref["cross_entropy"], rel_tol=1e-12)
