@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 
 # a fork- and thread-safe threading layer for the CPU kernels (TBB), before any of them runs
 _threads.configure()
+threads = _threads.threads
 
 __all__ = [
     "BackendInfo",
@@ -59,5 +60,6 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_entropy",
     "softmax_kl_divergence",
+    "threads",
     "use_backend",
 ]

@@ -44,11 +44,14 @@ public API) and returns its name; :func:`describe` adds what it is safe for (``n
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import operator
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]  # numba's own default priority
@@ -285,3 +288,41 @@ def cpu_backend(module: Any) -> Any:
     if _cpu is None:
         _cpu = _Serialised(module) if threading_layer() == "workqueue" else module
     return _cpu
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """Run the CPU kernels of this thread on at most ``n`` threads inside the ``with`` block.
+
+    For workers of Dask, Ray or Spark that share a host: each caps its own kernels. The cap is
+    per calling thread (``numba.set_num_threads`` is thread-local), is at most the size of the
+    thread pool (``NUMBA_NUM_THREADS``, the cores by default), and the previous setting comes back
+    on exit. Results do not depend on it: they are bit-identical for every thread count.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaent
+    >>> with numbaent.threads(1) as n:
+    ...     h = numbaent.softmax_entropy(np.zeros((4, 8)))
+    >>> n, h.round(4)
+    (1, array([2.0794, 2.0794, 2.0794, 2.0794]))
+    """
+    try:
+        if isinstance(n, bool):
+            raise TypeError
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"threads: n must be an int; got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"threads: n must be >= 1; got {n}")
+    import numba
+
+    if not launched():
+        threading_layer()  # numbaent's layer choice first: set_num_threads launches a layer
+    before = numba.get_num_threads()
+    cap = min(int(n), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(cap)
+    try:
+        yield cap
+    finally:
+        numba.set_num_threads(before)

@@ -366,3 +366,32 @@ def test_concurrent_speedup_is_reported():
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     print(f"8 calls serial {serial:.3f}s, 2 threads {concurrent:.3f}s: x{serial / concurrent:.2f}")
     assert concurrent < 1.5 * serial
+
+
+def test_threads_caps_the_kernels_of_the_calling_thread_and_restores_it():
+    x = np.random.default_rng(3).standard_normal((4096, 700)).astype(np.float32)
+    want = ne.softmax_entropy(x, backend="cpu")
+    full = numba.get_num_threads()
+    with ne.threads(1) as n:
+        assert n == 1 and numba.get_num_threads() == 1
+        got = ne.softmax_entropy(x, backend="cpu")
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(numba.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [full]  # another thread keeps its own setting
+    assert numba.get_num_threads() == full
+    assert np.array_equal(got, want)  # bit-identical for every thread count
+    with ne.threads(10**6) as n:  # at most the pool
+        assert n == numba.config.NUMBA_NUM_THREADS == numba.get_num_threads()
+    assert numba.get_num_threads() == full
+    with pytest.raises(RuntimeError), ne.threads(1):
+        raise RuntimeError("restored on the way out too")
+    assert numba.get_num_threads() == full
+
+
+@pytest.mark.parametrize(("n", "err"), [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                        (True, TypeError), ("2", TypeError)])  # fmt: skip
+def test_threads_rejects_what_is_not_a_positive_int(n, err):
+    with pytest.raises(err, match="threads: n must be"), ne.threads(n):
+        pass
