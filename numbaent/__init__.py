@@ -19,6 +19,7 @@ from ._backend import (
 )
 from ._sequences import SequenceScores
 from ._summary import SummaryState
+from .batches import score_batch
 from .logits import (
     log_softmax,
     logsumexp,
@@ -55,6 +56,7 @@ __all__ = [
     "partial",
     "partial_state",
     "score",
+    "score_batch",
     "set_backend",
     "softmax",
     "softmax_cross_entropy",
