@@ -2,9 +2,10 @@
 ``RecordBatch`` from Ray Data, Spark's ``mapInArrow`` or a Parquet reader, or a dict of arrays).
 
 Columns: ``logits`` (required), ``labels`` and ``teacher_logits`` (optional). Arrow list columns
-are read in place: a fixed-size list column (``pa.list_(pa.float32(), C)``) or a fixed-shape
-tensor column (``pa.fixed_shape_tensor``) is a view of its value buffer as (rows, C) (or the
-tensor's shape), integer label columns a view of theirs. Reduce the batches' results through
+are read in place: a fixed-size list column (``pa.list_(pa.float32(), C)``), a list column whose
+rows all hold C values (Spark's ``array<float>``) or a fixed-shape tensor column
+(``pa.fixed_shape_tensor``) is a view of its value buffer as (rows, C) (or the tensor's shape),
+an integer label column a view of its own. Reduce the batches' results through
 ``Scores.summary_state()`` and ``SummaryState.merge``.
 """
 
@@ -49,10 +50,21 @@ def _from_arrow(name: str, col: Any) -> np.ndarray:
             return _from_arrow(name, inner).reshape(len(col), t.list_size, -1)
         return inner.to_numpy(zero_copy_only=True).reshape(len(col), t.list_size)
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        raise TypeError(
-            f"{name}: a variable-length list column ({t}) has no class axis; cast it to a "
-            f"fixed-size list (pa.list_(value_type, C)) or a fixed-shape tensor"
-        )
+        # Spark's array<float> and pandas' lists: rows of one length are a view as well
+        off = col.offsets.to_numpy(zero_copy_only=False)
+        lens = np.diff(off)
+        if lens.size and np.any(lens != lens[0]):
+            i = int(np.argmax(lens != lens[0]))
+            raise ValueError(
+                f"{name}: row {i} has {int(lens[i])} values, row 0 has {int(lens[0])}: a list "
+                "column must hold the same number of classes in every row"
+            )
+        inner = col.flatten()
+        if inner.null_count:
+            raise ValueError(f"{name}: a value inside row {_null_value_row(inner, int(lens[0]))} "
+                             "is null")  # fmt: skip
+        c = int(lens[0]) if lens.size else 0
+        return inner.to_numpy(zero_copy_only=True).reshape(len(col), c)
     return col.to_numpy(zero_copy_only=True)
 
 

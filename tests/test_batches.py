@@ -62,6 +62,15 @@ def test_sliced_batches_tables_and_tensor_columns(data):
     _same(got, ne.score(x.reshape(3, 3, 6), y.reshape(3, 3)))
 
 
+def test_list_columns_of_equal_rows_as_spark_writes_them(data):
+    x, y, _ = data
+    lists = pa.array(list(x), pa.list_(pa.float32()))  # array<float>: variable-length lists
+    assert not pa.types.is_fixed_size_list(lists.type)
+    batch = pa.RecordBatch.from_pydict({"logits": lists, "labels": pa.array(y)})
+    _same(ne.score_batch(batch), ne.score(x, y))
+    _same(ne.score_batch(batch.slice(3, 4)), ne.score(x[3:7], y[3:7]))
+
+
 def test_dicts_of_arrays_of_any_kind(data):
     x, y, t = data
     _same(ne.score_batch({"logits": x, "labels": y}), ne.score(x, y))
@@ -88,8 +97,8 @@ def test_bad_batches_name_the_column_and_row(data):
         ne.score_batch([x, y])
     with pytest.raises(TypeError, match="labels comes from the batch's 'labels' column"):
         ne.score_batch({"logits": x}, labels=y)
-    ragged = pa.RecordBatch.from_pydict({"logits": pa.array([[1.0, 2.0], [3.0]])})
-    with pytest.raises(TypeError, match="variable-length list column"):
+    ragged = pa.RecordBatch.from_pydict({"logits": pa.array([[1.0, 2.0], [3.0, 4.0], [3.0]])})
+    with pytest.raises(ValueError, match="logits: row 2 has 1 values, row 0 has 2"):
         ne.score_batch(ragged)
     nulls = pa.RecordBatch.from_pydict({"logits": _fsl(x), "labels": pa.array([0, 1, None] * 3)})
     with pytest.raises(ValueError, match="labels: row 2 is null"):
