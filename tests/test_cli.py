@@ -1086,3 +1086,34 @@ def test_a_bfloat16_file_larger_than_the_chunks_is_scored_with_a_small_resident_
     assert doc["rows"] == n and doc["context"]["dtype"] == "bfloat16"
     ref = numbaent.score(blk, np.arange(8192) % c).summary()
     assert math.isclose(doc["cross_entropy"], ref["cross_entropy"], rel_tol=1e-12)
+
+
+LM = Path(__file__).resolve().parents[1] / "examples" / "lm_logits.npz"
+
+
+def test_the_language_model_example_scores_per_sequence(capsys):
+    with np.load(LM) as z:
+        x, y, t = z["logits"], z["labels"], z["teacher_logits"]
+    assert x.shape == t.shape == (32, 64, 104) and x.dtype == t.dtype == np.float16
+    assert y.shape == (32, 64) and y.dtype == np.int64
+    student = numbaent.score(x, y, base=2).summary()["cross_entropy"]
+    teacher = numbaent.score(t, y, base=2).summary()["cross_entropy"]
+    assert 1.5 < teacher < student < 4.0  # bits per character: the 4-gram model is the better one
+    got = score_json(capsys, LM, "--sequences", "--base", "2")
+    assert got["sequences"] == 32 and got["context"]["kl"] == "teacher || model"
+    seq = numbaent.score(x, y, teacher_logits=t, base=2).sequences()
+    assert math.isclose(got["sequence_log_likelihood"], float(np.mean(seq.log_likelihood)))
+
+
+@pytest.mark.skipif(sys.version_info[:3] != (3, 11, 7), reason="the file was made from the help "
+                    "text of Python 3.11.7 (pydoc_data.topics changes between versions)")  # fmt: skip
+def test_the_language_model_example_is_what_its_script_makes(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(LM.with_name("make_lm_logits.py")), "-o", str(tmp_path / "lm.npz")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with np.load(LM) as want, np.load(tmp_path / "lm.npz") as got:
+        assert set(got.files) == set(want.files)
+        for k in want.files:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
