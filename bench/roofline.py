@@ -46,32 +46,32 @@ def _read32(w):
     return x
 
 
-@njit(parallel=True, fastmath=_FM, cache=True)
-def _expsum(x):
-    n = x.shape[0]
-    nch = (n + _CHUNK - 1) // _CHUNK
-    part = np.zeros(nch)
-    for k in prange(nch):
-        v = x[k * _CHUNK : min(k * _CHUNK + _CHUNK, n)]
-        s = np.float32(0.0)
-        for j in range(v.shape[0]):
-            s += vexpz(np.float32(ld(v[j])) - np.float32(10.0))
-        part[k] = s
-    return part.sum()
+@njit(fastmath=_FM, inline="always")
+def _exp_term(v):
+    return vexpz(v - np.float32(10.0))
 
 
-@njit(parallel=True, fastmath=_FM, cache=True)
-def _logsum(x):
-    n = x.shape[0]
-    nch = (n + _CHUNK - 1) // _CHUNK
-    part = np.zeros(nch)
-    for k in prange(nch):
-        v = x[k * _CHUNK : min(k * _CHUNK + _CHUNK, n)]
-        s = np.float32(0.0)
-        for j in range(v.shape[0]):
-            s += log32(np.float32(ld(v[j])))
-        part[k] = s
-    return part.sum()
+def _fold(term):
+    """A parallel kernel: the float64 sum of the float32 sums of ``term(x)`` over chunks."""
+
+    @njit(parallel=True, fastmath=_FM)
+    def kernel(x):
+        n = x.shape[0]
+        nch = (n + _CHUNK - 1) // _CHUNK
+        part = np.zeros(nch)
+        for k in prange(nch):
+            v = x[k * _CHUNK : min(k * _CHUNK + _CHUNK, n)]
+            s = np.float32(0.0)
+            for j in range(v.shape[0]):
+                s += term(np.float32(ld(v[j])))
+            part[k] = s
+        return part.sum()
+
+    return kernel
+
+
+_expsum = _fold(_exp_term)
+_logsum = _fold(log32)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
