@@ -104,21 +104,31 @@ class SummaryState:
     base: float | None = None
     labels: bool = False
     sums: dict = field(default_factory=dict)  # name -> ExactSum over the kept rows (or absent)
+    nan_rows: int = 0  # non-ignored rows whose model statistics are NaN (left out of every mean)
 
     @classmethod
     def of_arrays(cls, *, rows, ignored=None, base=None, **stats) -> SummaryState:
         """The state of one chunk of per-row statistics (NumPy arrays; None: not computed).
-        ``stats``: the ``MEAN_KEYS`` (``accuracy`` from ``correct``), over rows not ``ignored``."""
-        keep = None if ignored is None else ~np.asarray(ignored, dtype=bool).reshape(-1)
+        ``stats``: the ``MEAN_KEYS`` (``accuracy`` from ``correct``), over rows not ``ignored``
+        whose model statistics are not NaN (a NaN ``entropy``: a NaN or +inf logit, or a row of
+        -inf); such rows are counted in ``nan_rows``. A NaN ``kl_divergence`` alone (a NaN
+        teacher row) leaves the row out of the KL mean only."""
+        n = int(rows)
+        keep = np.ones(n, bool) if ignored is None else ~np.asarray(ignored, bool).reshape(-1)
+        n_ign = int(keep.size - np.count_nonzero(keep))
+        ent = stats.get("entropy")
+        model_nan = np.zeros(n, bool) if ent is None else np.isnan(np.asarray(ent).reshape(-1))
+        n_nan = int(np.count_nonzero(model_nan & keep))
+        keep &= ~model_nan
         sums = {}
         for k in MEAN_KEYS:
             a = stats.get(k)
             if a is None:
                 continue
             a = np.asarray(a).reshape(-1)
-            sums[k] = ExactSum.of(a if keep is None else a[keep])
-        n_ign = 0 if keep is None else int(keep.size - np.count_nonzero(keep))
-        return cls(int(rows), n_ign, base, ignored is not None, sums)
+            rows_k = keep & ~np.isnan(a) if k == "kl_divergence" else keep
+            sums[k] = ExactSum.of(a[rows_k])
+        return cls(n, n_ign, base, ignored is not None, sums, n_nan)
 
     def merge(self, other: SummaryState) -> SummaryState:
         if not isinstance(other, SummaryState):
@@ -135,12 +145,13 @@ class SummaryState:
             )
         sums = {k: self.sums[k] + other.sums[k] for k in self.sums}
         return SummaryState(self.rows + other.rows, self.ignored + other.ignored, self.base,
-                            self.labels, sums)  # fmt: skip
+                            self.labels, sums, self.nan_rows + other.nan_rows)  # fmt: skip
 
     __add__ = merge
 
     def result(self) -> dict:
-        """Means over non-ignored rows, ``perplexity`` = base**CE (e**CE in nats), the counts."""
+        """Means over non-ignored, non-NaN rows, ``perplexity`` = base**CE (e**CE in nats), the
+        counts ``rows``, ``ignored`` and ``nan_rows``; a mean over no rows is NaN."""
         means = {k: (self.sums[k].mean() if k in self.sums else None) for k in MEAN_KEYS}
         return {
             "cross_entropy": means["cross_entropy"],
@@ -150,6 +161,7 @@ class SummaryState:
             "kl_divergence": means["kl_divergence"],
             "rows": self.rows,
             "ignored": self.ignored,
+            "nan_rows": self.nan_rows,
         }
 
 

@@ -63,15 +63,17 @@ class Scores:
 
     def summary(self) -> dict:
         """Means over non-ignored rows: cross_entropy, perplexity (base**CE, e**CE in nats),
-        accuracy, entropy, kl_divergence; plus the counts ``rows`` and ``ignored``.
-        Statistics that were not computed are None; a mean over no rows is NaN.
+        accuracy, entropy, kl_divergence; plus the counts ``rows``, ``ignored`` and ``nan_rows``
+        (rows whose model statistics are NaN: a NaN or +inf logit, or all -inf; they are left out
+        of every mean, and a NaN teacher row out of the KL mean). Statistics that were not
+        computed are None; a mean over no rows is NaN.
 
         Examples
         --------
         >>> import numpy as np, numbaent
         >>> s = numbaent.score(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), np.array([0, -100]))
         >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
-        {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1}
+        {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1, 'nan_rows': 0}
         """
         return self.summary_state().result()
 

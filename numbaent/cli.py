@@ -806,8 +806,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     finally:
         progress.close()
 
-    # rows whose model statistics are NaN (a NaN or +inf logit, or all -inf), among those kept
-    summary["nan_rows"] = state.sums["entropy"].nan if "entropy" in state.sums else 0
     if args.sequences:
         summary.update(_sequence_summary({k: np.concatenate(v) for k, v in seqs.items()}, n_seq))
     units = _units(args.base)

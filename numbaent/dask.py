@@ -948,7 +948,7 @@ def score(
     >>> x = da.from_array(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), chunks=(1, 3))
     >>> s = nd.score(x, da.from_array(np.array([0, -100]), chunks=1))
     >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
-    {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1}
+    {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1, 'nan_rows': 0}
     >>> s.argmax.compute()
     array([0, 1])
     """

@@ -112,3 +112,26 @@ def test_states_of_different_scores_do_not_merge():
     with pytest.raises(TypeError, match="SummaryState"):
         a.merge({})
     assert SummaryState().merge(a) == a and a.merge(SummaryState()) == a
+
+
+def test_nan_rows_are_left_out_of_the_means_and_counted():
+    import numbaent as ne
+
+    x = np.log(np.array([[0.5, 0.5], [0.25, 0.75], [0.9, 0.1], [0.6, 0.4]]))
+    x[1, 0] = np.nan  # model statistics NaN
+    t = x[:, ::-1].copy()
+    t[1, 0], t[2, 1] = 0.0, np.nan  # row 2: only its teacher is NaN
+    y = np.array([0, 1, 1, -100])
+    s = ne.score(x, y, teacher_logits=t).summary()
+    clean = ne.score(x[[0, 2]], y[[0, 2]], teacher_logits=t[[0, 2]])
+    assert s["nan_rows"] == 1 and s["rows"] == 4 and s["ignored"] == 1
+    assert s["cross_entropy"] == float(np.mean(clean.cross_entropy))  # rows 0 and 2
+    assert s["accuracy"] == float(np.mean(clean.correct))
+    assert s["entropy"] == float(np.mean(clean.entropy))
+    assert s["kl_divergence"] == float(clean.kl_divergence[0])  # row 2's NaN KL left out too
+    # an ignored NaN row is ignored, not a NaN row; merged chunks count the same
+    a = ne.score(x[:2], y[:2], teacher_logits=t[:2]).summary_state()
+    b = ne.score(x[2:], y[2:], teacher_logits=t[2:]).summary_state()
+    assert (a + b).result() == s
+    all_nan = ne.score(np.full((2, 3), np.nan), np.array([0, 1])).summary()
+    assert all_nan["nan_rows"] == 2 and math.isnan(all_nan["cross_entropy"])  # a mean of no rows
