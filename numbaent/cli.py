@@ -659,6 +659,19 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _raise_on_nan(scores: Any, start: int, batch_shape: tuple[int, ...], path: str) -> None:
+    """--nan-policy raise: the first non-ignored row of this chunk whose statistics are NaN."""
+    bad = np.isnan(np.asarray(scores.entropy, np.float64))
+    if scores.ignored is not None:
+        bad &= ~np.asarray(scores.ignored, bool)
+    if bad.any():
+        row = start + int(np.argmax(bad))
+        raise CliError(
+            _validate.nan_row(f"{path}", _validate.row_name(row, batch_shape)).args[0]
+            + " (a NaN or +inf logit, or only -inf; --nan-policy propagate counts such rows)"
+        )
+
+
 def _sequence_summary(seq: dict[str, np.ndarray], count: int) -> dict[str, Any]:
     """Means over the sequences (those with at least one token for the per-token means)."""
     if count == 0:
@@ -783,6 +796,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 base=args.base,
                 backend=args.backend,
             )
+            if args.nan_policy == "raise":
+                _raise_on_nan(scores, start, batch_shape, args.logits)
             state = state.merge(scores.summary_state())
             if args.sequences and stop > start:
                 k = (stop - start) // seq_len
@@ -1021,6 +1036,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="write per-row arrays (per-sequence ones with --sequences) to OUT.npz, or "
         "OUT.parquet (needs pyarrow)",
+    )
+    s.add_argument(
+        "--nan-policy",
+        choices=("propagate", "raise"),
+        default="propagate",
+        help="propagate (default): rows whose statistics are NaN are counted (nan_rows) and left "
+        "out of the means; raise: stop with an error naming the first such row",
     )
     s.add_argument(
         "--sequences",

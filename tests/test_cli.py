@@ -1116,3 +1116,22 @@ def test_the_language_model_example_is_what_its_script_makes(tmp_path):
         assert set(got.files) == set(want.files)
         for k in want.files:
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_nan_policy_raise_names_the_first_nan_row(capsys, tmp_path):
+    x = np.zeros((3, 4, 5), np.float32)
+    x[2, 1, 3] = np.nan
+    x[0, 2, 0] = np.nan  # ignored: no error for this one
+    y = np.zeros((3, 4), np.int64)
+    y[0, 2] = -100
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    base = ["score", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--chunk-rows", "5"]
+    rc, _, err = run(capsys, *base, "--nan-policy", "raise")
+    assert_one_line_error(rc, err)
+    assert f"nan_policy='raise': {tmp_path / 'x.npy'} has a NaN in row (2, 1)" in err
+    rc, out, err = run(capsys, *base, "--json")  # propagate: counted, left out of the means
+    assert rc == 0 and json.loads(out)["nan_rows"] == 1
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in base] + ["--nan-policy", "omit"])
+    assert e.value.code == 2 and "invalid choice: 'omit'" in capsys.readouterr().err
