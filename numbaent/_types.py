@@ -1,6 +1,6 @@
 """Types every part of the package needs (``Scores``, ``BackendInfo``, the backend error): this
-module imports nothing of the package but the leaves ``_summary`` and ``_sequences``, so that no import circle can run
-through them."""
+module imports nothing of the package but the leaves ``_summary`` and ``_sequences``, so that no
+import circle can run through them."""
 
 from __future__ import annotations
 

@@ -21,14 +21,12 @@ from .scoring import Scores, score
 COLUMNS = ("logits", "labels", "teacher_logits")
 
 
-def _null_row(name: str, col: Any) -> ValueError:
-    """The message for a column with a null: which column, which row."""
-    first = next(i for i, ok in enumerate(col.is_valid().to_pylist()) if not ok)
-    return ValueError(f"{name}: row {first} is null; every row of a scored column needs a value")
+def _first_null(arr: Any) -> int:
+    return next(i for i, ok in enumerate(arr.is_valid().to_pylist()) if not ok)
 
 
 def _from_arrow(name: str, col: Any) -> np.ndarray:
-    """A NumPy view of an Arrow column (no copy for fixed-size lists, tensors and numbers)."""
+    """A NumPy view of an Arrow column (no copy for lists of one length, tensors and numbers)."""
     import pyarrow as pa
 
     if isinstance(col, pa.ChunkedArray):
@@ -37,40 +35,32 @@ def _from_arrow(name: str, col: Any) -> np.ndarray:
         else:
             col = col.chunk(0)
     if col.null_count:
-        raise _null_row(name, col)
+        raise ValueError(
+            f"{name}: row {_first_null(col)} is null; every row of a scored column needs a value"
+        )
     t = col.type
     if isinstance(t, pa.FixedShapeTensorType):
         return col.to_numpy_ndarray()
     if pa.types.is_fixed_size_list(t):
-        inner = col.flatten()  # the values of these rows (the array's offset applied), no copy
-        if inner.null_count:
-            raise ValueError(f"{name}: a value inside row {_null_value_row(inner, t.list_size)} "
-                             "is null")  # fmt: skip
-        if pa.types.is_fixed_size_list(inner.type):  # (rows, T, C) as nested fixed-size lists
-            return _from_arrow(name, inner).reshape(len(col), t.list_size, -1)
-        return inner.to_numpy(zero_copy_only=True).reshape(len(col), t.list_size)
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        c = t.list_size
+    elif pa.types.is_list(t) or pa.types.is_large_list(t):
         # Spark's array<float> and pandas' lists: rows of one length are a view as well
-        off = col.offsets.to_numpy(zero_copy_only=False)
-        lens = np.diff(off)
+        lens = np.diff(col.offsets.to_numpy(zero_copy_only=False))
         if lens.size and np.any(lens != lens[0]):
             i = int(np.argmax(lens != lens[0]))
             raise ValueError(
                 f"{name}: row {i} has {int(lens[i])} values, row 0 has {int(lens[0])}: a list "
                 "column must hold the same number of classes in every row"
             )
-        inner = col.flatten()
-        if inner.null_count:
-            raise ValueError(f"{name}: a value inside row {_null_value_row(inner, int(lens[0]))} "
-                             "is null")  # fmt: skip
         c = int(lens[0]) if lens.size else 0
-        return inner.to_numpy(zero_copy_only=True).reshape(len(col), c)
-    return col.to_numpy(zero_copy_only=True)
-
-
-def _null_value_row(values: Any, size: int) -> int:
-    first = next(i for i, ok in enumerate(values.is_valid().to_pylist()) if not ok)
-    return first // size
+    else:
+        return col.to_numpy(zero_copy_only=True)
+    inner = col.flatten()  # the values of these rows (the array's offset applied), no copy
+    if inner.null_count:
+        raise ValueError(f"{name}: a value inside row {_first_null(inner) // c} is null")
+    if isinstance(inner.type, pa.FixedShapeTensorType) or pa.types.is_nested(inner.type):
+        return _from_arrow(name, inner).reshape(len(col), c, -1)  # (rows, T, C) as nested lists
+    return inner.to_numpy(zero_copy_only=True).reshape(len(col), c)
 
 
 def score_batch(batch: Any, **score_options: Any) -> Scores:

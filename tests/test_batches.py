@@ -60,6 +60,11 @@ def test_sliced_batches_tables_and_tensor_columns(data):
     got = ne.score_batch(seq)
     assert got.cross_entropy.shape == (3, 3)
     _same(got, ne.score(x.reshape(3, 3, 6), y.reshape(3, 3)))
+    nested = pa.array(
+        [[list(r) for r in b] for b in x.reshape(3, 3, 6)], pa.list_(pa.list_(pa.float32()))
+    )
+    got = ne.score_batch(pa.RecordBatch.from_pydict({"logits": nested, "labels": seq.column(1)}))
+    _same(got, ne.score(x.reshape(3, 3, 6), y.reshape(3, 3)))  # lists of lists: (B, T, C)
 
 
 def test_list_columns_of_equal_rows_as_spark_writes_them(data):
