@@ -272,7 +272,11 @@ def load_array(spec: str | os.PathLike[str], role: str = "logits") -> np.ndarray
     ``FILE.npz:NAME`` to pick the array ``NAME`` explicitly. Problems raise :class:`CliError`
     or ``OSError``.
     """
-    path, kind, name = locate(spec, role)
+    return load_located(*locate(spec, role))
+
+
+def load_located(path: Path, kind: str, name: str) -> np.ndarray:
+    """Load the array that :func:`locate` found."""
     try:
         return _load_npy(path) if kind == "npy" else _load_npz(path, name)
     except zipfile.BadZipFile as e:
@@ -696,11 +700,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     arrays: dict[str, str] = {}  # what was read, for the report: role -> FILE or FILE.npz:NAME
 
     def load(spec: str, role: str) -> np.ndarray:
-        arr = load_array(spec, role)
+        path, kind, name = locate(spec, role)
+        arr = load_located(path, kind, name)
         if role != "labels" and _is_raw_bf16(arr.dtype):
             arr = _as_bf16(arr, spec)
         _check_role(arr, spec, role)
-        path, _, name = locate(spec, role)
         arrays[role] = f"{path}:{name}" if name else str(path)
         return arr
 
@@ -738,22 +742,21 @@ def _cmd_score(args: argparse.Namespace) -> int:
     flat_labels = None if labels is None else labels.reshape(n)
     flat_teacher = None if teacher is None else teacher.reshape(n, n_classes)
 
+    row_bytes = n_classes * (
+        logits.dtype.itemsize + (0 if teacher is None else teacher.dtype.itemsize)
+    )
     if args.chunk_rows is not None:
         chunk = args.chunk_rows
     else:
-        row_bytes = n_classes * logits.dtype.itemsize
-        if teacher is not None:
-            row_bytes += n_classes * teacher.dtype.itemsize
         chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
 
     seq_len = 0
     if args.sequences:
         if labels is None or logits.ndim < 3:
+            got = "no labels" if labels is None else f"labels {labels.shape}"
             raise CliError(
                 f"--sequences needs logits of shape (..., T, C) and labels of shape (..., T); got "
-                f"logits {logits.shape}"
-                + ("" if labels is None else f" and labels {labels.shape}")
-                + (" and no labels" if labels is None else "")
+                f"logits {logits.shape} and {got}"
             )
         seq_len = batch_shape[-1]
         chunk = max(seq_len, chunk // max(seq_len, 1) * seq_len)  # whole sequences per chunk
@@ -761,10 +764,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     seqs: dict[str, list] = {}
     per_seq: dict[str, np.ndarray] = {}
 
-    in_bytes = n_classes * (
-        logits.dtype.itemsize + (0 if teacher is None else teacher.dtype.itemsize)
-    )
-    in_bytes += 0 if labels is None else labels.dtype.itemsize
+    in_bytes = row_bytes + (0 if labels is None else labels.dtype.itemsize)  # per row, for GB/s
     progress = _Progress(n, not args.no_progress and sys.stderr.isatty(), row_bytes=in_bytes)
     state = SummaryState()  # exact sums: the summary does not depend on --chunk-rows
     writer = None
