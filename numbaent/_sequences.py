@@ -40,11 +40,17 @@ class SequenceScores:
 
     def as_dict(self) -> dict:
         """The per-sequence arrays that were computed, by name."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "base" and getattr(self, f.name) is not None
-        }
+        return computed_arrays(self)
+
+
+def computed_arrays(result: Any) -> dict:
+    """The array fields of a result dataclass (``Scores``, ``SequenceScores``) that are not None,
+    by name (``base`` is a unit, not an array)."""
+    return {
+        f.name: getattr(result, f.name)
+        for f in fields(result)
+        if f.name != "base" and getattr(result, f.name) is not None
+    }
 
 
 def _cuts(batch_shape: tuple[int, ...], lengths: Any) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -96,12 +102,13 @@ def sequences(scores: Any, lengths: Any, to_numpy) -> SequenceScores:
     keep = ~ignored
     ce = ce.reshape(-1)
 
+    tokens = _per_sequence(keep.astype(np.int64), cut)
+
     def mean_of(field) -> np.ndarray:
         a = np.where(keep, np.asarray(to_numpy(field), np.float64).reshape(-1), 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (_per_sequence(a, cut) / tokens).reshape(shape)
 
-    tokens = _per_sequence(keep.astype(np.int64), cut)
     ll = 0.0 - _per_sequence(np.where(keep, ce, 0.0), cut)  # 0.0 - : no -0.0 for no tokens
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_ce = np.where(tokens > 0, -ll / np.maximum(tokens, 1), np.nan)

@@ -4,12 +4,12 @@ import circle can run through them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._sequences import SequenceScores, sequences
+from ._sequences import SequenceScores, computed_arrays, sequences
 from ._summary import SummaryState
 
 
@@ -114,8 +114,4 @@ class Scores:
 
     def as_dict(self) -> dict:
         """The per-row arrays that were computed, by name."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "base" and getattr(self, f.name) is not None
-        }
+        return computed_arrays(self)

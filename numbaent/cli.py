@@ -671,7 +671,7 @@ def _raise_on_nan(scores: Any, start: int, batch_shape: tuple[int, ...], path: s
     if bad.any():
         row = start + int(np.argmax(bad))
         raise CliError(
-            _validate.nan_row(f"{path}", _validate.row_name(row, batch_shape)).args[0]
+            _validate.nan_row(path, _validate.row_name(row, batch_shape)).args[0]
             + " (a NaN or +inf logit, or only -inf; --nan-policy propagate counts such rows)"
         )
 
