@@ -25,12 +25,15 @@ def score(
     axis: int = -1,
     backend: str | None = None,
 ) -> Scores:
-    """Score a batch of logits in one pass: log-sum-exp, softmax entropy, argmax, and (with labels)
-    cross-entropy and correctness, and (with a teacher) KL(teacher || model) at ``temperature``.
+    """Score a batch of logits in one pass over the row: log-sum-exp, softmax entropy, argmax,
+    confidence and margin; with labels cross-entropy, correctness, the label's rank and the
+    Brier score; with a teacher KL(teacher || model). See :class:`Scores` for the fields.
 
-    The temperature applies to the KL divergence only. Labels equal to ``ignore_index`` give
-    cross_entropy 0 and correct False and leave the summary's means; any other label outside
-    [0, C) raises ``IndexError``.
+    ``temperature`` T applies to every field: the model's distribution is softmax(logits / T) and
+    the teacher's softmax(teacher_logits / T) (calibration, sampling temperature, distillation);
+    argmax, rank and correct do not depend on it. Labels equal to ``ignore_index`` give
+    cross_entropy 0, correct False, rank -1 and brier 0 and leave the summary's means; any other
+    label outside [0, C) raises ``IndexError``.
 
     Examples
     --------
@@ -55,9 +58,10 @@ def score(
             v.check_teacher_shape(ta.shape, xa.shape)
             tq = sp.rows(ta, rows.axis, "teacher_logits").data  # at its own precision
         dtype = v.math_dtype(rows.data, tq)
-        fields = {"logsumexp": dtype, "entropy": dtype, "argmax": np.int64}
+        fields = {"logsumexp": dtype, "entropy": dtype, "argmax": np.int64,
+                  "confidence": dtype, "margin": dtype}  # fmt: skip
         if y is not None:
-            fields.update(cross_entropy=dtype, correct=np.bool_)
+            fields.update(cross_entropy=dtype, correct=np.bool_, rank=np.int64, brier=dtype)
         if tq is not None:
             fields["kl_divergence"] = dtype
         res, outs = {}, {}

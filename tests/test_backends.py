@@ -157,9 +157,11 @@ def test_score_fields_match_the_single_functions(backend, rng):
     t = logits(rng, (33, 2500), np.float32)
     y = _labels(rng, 33, 2500, ignore=False)
     s = ne.score(x, y, teacher_logits=t, temperature=1.7, backend=backend)
-    assert_close(s.logsumexp, ne.logsumexp(x, backend=backend), np.float32)
-    assert_close(s.entropy, ne.softmax_entropy(x, backend=backend), np.float32)
-    assert_close(s.cross_entropy, ne.softmax_cross_entropy(x, y, backend=backend), np.float32)
+    # the temperature applies to every field: the model's distribution is softmax(x / 1.7)
+    xt = x.astype(np.float64) / 1.7
+    assert_close(s.logsumexp, ne.logsumexp(xt, backend=backend), np.float32)
+    assert_close(s.entropy, ne.softmax_entropy(xt, backend=backend), np.float32)
+    assert_close(s.cross_entropy, ne.softmax_cross_entropy(xt, y, backend=backend), np.float32)
     assert_close(
         s.kl_divergence,
         ne.softmax_kl_divergence(t, x, temperature=1.7, backend=backend),

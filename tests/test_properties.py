@@ -365,12 +365,14 @@ def test_shift_invariance(backend, case, data):
         near(f(*args_s, backend=backend), ref, dtype, scale=_scale(ref))
     s = ne.score(x, y, teacher_logits=t, temperature=2.0, backend=backend)
     ss = ne.score(xs, y, teacher_logits=ts, temperature=2.0, backend=backend)
-    near(ss.logsumexp, f64(s.logsumexp) + f64(c[:, 0]), dtype, scale=_scale(lse) + 1000)
-    for field in ("entropy", "cross_entropy", "kl_divergence"):
+    # at T = 2 every field is of softmax(x / 2): its log-sum-exp moves by c / 2
+    near(ss.logsumexp, f64(s.logsumexp) + f64(c[:, 0]) / 2, dtype, scale=_scale(lse) + 1000)
+    for field in ("entropy", "cross_entropy", "kl_divergence", "confidence", "margin", "brier"):
         ref = getattr(s, field)
         near(getattr(ss, field), ref, dtype, scale=_scale(ref))
     np.testing.assert_array_equal(ss.argmax, s.argmax)
     np.testing.assert_array_equal(ss.correct, s.correct)
+    np.testing.assert_array_equal(ss.rank, s.rank)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -418,16 +420,18 @@ def test_score_fields_equal_the_single_functions(backend, case, temperature, cus
         ii = data.draw(st.integers(0, x.shape[1] - 1))
         y = np.where(y == -100, ii, y)
     s = ne.score(x, y, teacher_logits=t, temperature=temperature, ignore_index=ii, backend=backend)
-    checks = {
-        "logsumexp": ne.logsumexp(x, backend=backend),
-        "entropy": ne.softmax_entropy(x, backend=backend),
-        "cross_entropy": ne.softmax_cross_entropy(x, y, ignore_index=ii, backend=backend),
+    xt = f64(x) / temperature  # the temperature applies to every field (float64: x / T is exact
+    checks = {  # enough, and the single functions' float64 results compare at dtype's tolerance)
+        "logsumexp": ne.logsumexp(xt, backend=backend),
+        "entropy": ne.softmax_entropy(xt, backend=backend),
+        "cross_entropy": ne.softmax_cross_entropy(xt, y, ignore_index=ii, backend=backend),
         "kl_divergence": ne.softmax_kl_divergence(t, x, temperature=temperature, backend=backend),
     }
     for field, ref in checks.items():
         got = getattr(s, field)
         assert got.dtype == dtype, field
         near(got, ref, dtype, scale=_scale(ref), what=field)
+    np.testing.assert_array_equal(s.correct, s.rank == 0)
     keep = y != ii
     np.testing.assert_array_equal(s.argmax, np.argmax(x, axis=1))
     np.testing.assert_array_equal(s.correct, (np.argmax(x, axis=1) == y) & keep)
@@ -435,7 +439,7 @@ def test_score_fields_equal_the_single_functions(backend, case, temperature, cus
     summ = s.summary()
     assert summ["rows"] == x.shape[0] and summ["ignored"] == int((~keep).sum())
     if keep.any():
-        ce = ne.softmax_cross_entropy(x, y, ignore_index=ii, reduction="mean", backend=backend)
+        ce = ne.softmax_cross_entropy(xt, y, ignore_index=ii, reduction="mean", backend=backend)
         assert summ["cross_entropy"] == pytest.approx(ce, rel=10 * TOL[dtype], abs=10 * TOL[dtype])
         assert summ["perplexity"] == pytest.approx(math.exp(summ["cross_entropy"]), rel=1e-12)
         assert summ["accuracy"] == pytest.approx(np.mean(s.correct[keep]))
@@ -446,7 +450,8 @@ def test_score_fields_equal_the_single_functions(backend, case, temperature, cus
     # without labels and teacher, those fields are None
     bare = ne.score(x, backend=backend)
     assert bare.cross_entropy is None and bare.correct is None and bare.kl_divergence is None
-    near(bare.entropy, s.entropy, dtype)
+    assert bare.rank is None and bare.brier is None
+    near(bare.entropy, ne.softmax_entropy(x, backend=backend), dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -104,11 +104,13 @@ def block_sumexp_max(r, lo, hi, ref):
 
 @njit(**BLK)
 def block_sumexp_t_max(r, lo, hi, ref):
-    """block_sumexp_t against a reference from earlier blocks, plus the block max (one pass)."""
+    """block_sumexp_t against a reference from earlier blocks (T = 1), plus the block max (one
+    pass)."""
     r = r[lo:hi]
     z = cst(ref, 0.0)
     s = z
     t = z
+    s2 = z
     k = key(cst(ref, NINF))
     for j in range(hi - lo):
         v = cst(ref, ld(r[j]))
@@ -118,24 +120,45 @@ def block_sumexp_t_max(r, lo, hi, ref):
         e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
-    return s, t, unkey(k, ref)
+        s2 += e * e
+    return s, t, s2, unkey(k, ref)
 
 
 @njit(**BLK)
-def block_sumexp_t(r, lo, hi, m):
-    """(sum e, sum e * (x - m)) with e = exp(x - m); a term with e == 0 adds 0 to the second sum."""
+def block_sumexp_t(r, lo, hi, m, it):
+    """(sum e, sum e * u, sum e^2) with u = (x - m) * it, e = exp(u) (it = 1 / T, the
+    temperature); a term with e == 0 adds 0 to the second sum."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
     z = cst(m, 0.0)  # hoisted: a cst() call inside the loop stops it vectorising
     s = z
     t = z
+    s2 = z
     for j in range(hi - lo):
-        d = cst(m, ld(r[j])) - m
+        d = (cst(m, ld(r[j])) - m) * it
         e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
-    return s, t
+        s2 += e * e
+    return s, t, s2
+
+
+@njit(**BLK)
+def block_rank(r, lo, hi, y, xy):
+    """Elements of r[lo:hi] ranked above the label y whose logit is xy: x > xy, or x == xy at an
+    index below y (two loops split at y, so that neither compares indices)."""
+    one = cst(xy, 1.0)
+    z = cst(xy, 0.0)
+    n = z  # float lanes: exact for a block's count, and as wide as the compares
+    cut = min(max(y - lo, 0), hi - lo)
+    a = r[lo : lo + cut]
+    for j in range(cut):
+        n += one if cst(xy, ld(a[j])) >= xy else z
+    b = r[lo + cut : hi]
+    for j in range(hi - lo - cut):
+        n += one if cst(xy, ld(b[j])) > xy else z
+    return np.int64(n)
 
 
 @njit(**ROW)
@@ -190,13 +213,14 @@ SLACK = 2.0
 
 
 @njit(**ROW)
-def move_t(T, S, m_old, m_new, f):
-    """T = sum e (x - m_old) moved to m_new: f (T + (m_old - m_new) S) with f = exp(m_old - m_new).
-    0 when f is 0 (an empty state, or one that vanishes against m_new: m_old - m_new may then be
-    -inf for float64 logits of 1e308, and 0 * inf is never formed); a NaN T stays NaN."""
+def move_t(T, S, m_old, m_new, f, it):
+    """T = sum e u, u = (x - m_old) it, moved to m_new: f (T + (m_old - m_new) it S) with
+    f = exp((m_old - m_new) it). 0 when f is 0 (an empty state, or one that vanishes against
+    m_new: m_old - m_new may then be -inf for float64 logits of 1e308, and 0 * inf is never
+    formed); a NaN T stays NaN."""
     if f == 0.0 and T == T:
         return 0.0
-    return f * (T + (np.float64(m_old) - np.float64(m_new)) * S)
+    return f * (T + ((np.float64(m_old) - np.float64(m_new)) * it) * S)
 
 
 @njit(**ROW)
@@ -392,7 +416,7 @@ def row_lse_t(r, like):
         hi = min(lo + BLOCK, c)
         done = False
         if m != NINF:
-            s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
+            s, t, _, fbm = block_sumexp_t_max(r, lo, hi, m)
             done = fbm <= m + slack
         if done:
             S += np.float64(s)
@@ -402,11 +426,11 @@ def row_lse_t(r, like):
             bm = update_max(m, block_max(r, lo, hi, like))
         if bm != m:
             f = rescale(m, bm)
-            T = move_t(T, S, m, bm, f)
+            T = move_t(T, S, m, bm, f, 1.0)
             S *= f
             m = bm
         if not done:
-            s, t = block_sumexp_t(r, lo, hi, ref_of(m))
+            s, t, _ = block_sumexp_t(r, lo, hi, ref_of(m), cst(like, 1.0))
             S += np.float64(s)
             T += np.float64(t)
     return m, at_least_one(S, m), T

@@ -181,8 +181,12 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
         lse,
         outs["entropy"],
         outs["argmax"],
+        outs["confidence"],
+        outs["margin"],
         outs.get("cross_entropy", dummy_f),
         outs.get("correct", np.empty(0, np.bool_)),
+        outs.get("rank", np.empty(0, np.int64)),
+        outs.get("brier", dummy_f),
         outs.get("kl_divergence", dummy_f),
         bad,
     )

@@ -1,14 +1,20 @@
 """CPU kernel for ``score``: every per-row statistic in ONE pass over the logits (and the teacher).
 
-Per row and block: the block max (integer keys) of the logits gives the running max m and the argmax
-(the first index of the first block that raises m); one fused loop then accumulates
-S = sum e, T = sum e (x - m) (entropy), and, with a teacher at temperature T_,
-St = sum et, U = sum et ((a - mt) - (x - m)) in raw logit units (a the teacher logit, et =
-exp((a - mt) / T_); see kl_move in _blocks) and, when T_ != 1, the model's own sum at that
-temperature, Sb = sum exp((x - m) / T_). Nothing is divided by T_ before the max is subtracted.
+Per row and block, at temperature T_ (it = 1 / T_): the block max (integer keys) of the logits gives
+the running max m, the argmax (the first index of the first block that raises m) and the second
+maximum m2 (the largest of the other blocks' maxima and of the displaced maxima; the argmax's block
+is rescanned once at the end for its own second value); one fused loop then accumulates, with
+u = (x - m) it and e = exp(u), S = sum e, T = sum e u (entropy), S2 = sum e^2 (sum p^2 = S2 / S^2,
+the Brier score), and, with a teacher, St = sum et, U = sum et ((a - mt) - (x - m)) in raw logit
+units (a the teacher logit, et = exp((a - mt) it); see kl_move in _blocks). With labels, the
+classes ranked above the label are counted per block while the block is in L1 (block_rank).
+Nothing is divided by T_ before the max is subtracted. From these: confidence = 1 / S, margin =
+(1 - exp((m2 - m) it)) / S, brier = S2 / S^2 - 2 p_y + 1.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -26,6 +32,7 @@ from ._blocks import (
     at_least_one,
     block_max,
     block_max_min,
+    block_rank,
     block_sumexp_t,
     block_sumexp_t_max,
     is_f32,
@@ -41,10 +48,13 @@ from ._blocks import (
     update_max,
 )
 
+NAN = np.nan
+
 
 @njit(**BLK)
 def _blk_teacher(r, rt, lo, hi, rm, rt_):
-    """T = 1: (sum e, sum e d, sum et, sum et ((a - ra) - d)) with d = x - rm, a = teacher logit."""
+    """T = 1: (sum e, sum e d, sum e^2, sum et, sum et ((a - ra) - d)) with d = x - rm, a = teacher
+    logit."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
@@ -52,6 +62,7 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
     z = cst(rm, 0.0)
     s = z
     t = z
+    s2 = z
     st = z
     u = z
     for j in range(hi - lo):
@@ -60,12 +71,13 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
         e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
+        s2 += e * e
         av = cst(rm, ld(rt[j]))
         da = av - rt_
         et = vexpz(da)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides (a - ref overflows)
-    return s, t, st, u
+    return s, t, s2, st, u
 
 
 @njit(**BLK)
@@ -78,6 +90,7 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
     z = cst(rm, 0.0)
     s = z
     t = z
+    s2 = z
     st = z
     u = z
     k = key(cst(rm, NINF))
@@ -95,17 +108,18 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
         e = vexpz(d)
         s += e
         t += z if e == 0 else e * d
+        s2 += e * e
         da = av - rt_
         et = vexpz(da)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
-    return s, t, st, u, unkey(k, rm), unkey(kt, rm), unkey(kmin, rm)
+    return s, t, s2, st, u, unkey(k, rm), unkey(kt, rm), unkey(kmin, rm)
 
 
 @njit(**BLK)
 def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
-    """T != 1: as _blk_teacher with et = exp((a - rt_) it), plus the model's own exp-sum at the
-    temperature, sum exp((x - rm) it); U stays in raw units."""
+    """T != 1: the model's sums at the temperature, (sum e, sum e w, sum e^2) with w = (x - rm) it
+    and e = exp(w), and the teacher's, et = exp((a - rt_) it); U stays in raw units."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
@@ -113,33 +127,34 @@ def _blk_teacher_t(r, rt, lo, hi, rm, rt_, it):
     z = cst(rm, 0.0)
     s = z
     t = z
-    sb = z
+    s2 = z
     st = z
     u = z
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
         d = xv - rm
-        e = vexpz(d)
+        w = d * it
+        e = vexpz(w)
         s += e
-        t += z if e == 0 else e * d
-        sb += vexpz(d * it)
+        t += z if e == 0 else e * w
+        s2 += e * e
         av = cst(rm, ld(rt[j]))
         da = av - rt_
         et = vexpz(da * it)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
-    return s, t, sb, st, u
+    return s, t, s2, st, u
 
 
 @njit(**ROW)
-def _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u):
+def _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, s2, st, u):
     """T = 1, when a KL term flushed to 0 counts (KL_FAR): a float32 block's sums again in
     float64; a float64 block's U is FLUSHED (the row's KL goes to the exact path)."""
     if kl_flush_risk(rt, r, lo, hi, rt_, rm, cst(rm, 1.0)):
         if is_f32(rm):
             return _blk_teacher(r, rt, lo, hi, np.float64(rm), np.float64(rt_))
-        return np.float64(s), np.float64(t), np.float64(st), FLUSHED
-    return np.float64(s), np.float64(t), np.float64(st), np.float64(u)
+        return np.float64(s), np.float64(t), np.float64(s2), np.float64(st), FLUSHED
+    return np.float64(s), np.float64(t), np.float64(s2), np.float64(st), np.float64(u)
 
 
 @njit(**ROW)
@@ -162,10 +177,26 @@ def _first_nan(r):
     return -1
 
 
+@njit(**ROW)
+def _second_max(r, lo, hi, am, m2, like):
+    """The largest of m2 and the values of r[lo:hi] other than the one at index am."""
+    a = block_max(r, lo, am, like)
+    b = block_max(r, am + 1, hi, like)
+    a = a if a > b else b
+    return a if a > m2 else m2
+
+
+@njit(**ROW)
+def _displace(m, m2, bx):
+    """The second maximum after a block whose max is bx meets the running max m: a larger bx
+    displaces m, which becomes a candidate; otherwise bx itself is one (a tie with m included)."""
+    v = m if bx > m else bx
+    return v if v > m2 else m2
+
+
 @njit(**KERNEL)
-def score(
-    x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, ce, correct, kl, bad
-):
+def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, conf, margin,
+          ce, correct, rank, brier, kl, bad):  # fmt: skip
     c = x.shape[1]
     it = cst(lse, inv_t)
     one_t = inv_t == 1.0
@@ -174,56 +205,65 @@ def score(
     for i in prange(x.shape[0]):
         r = x[i]
         rt = tq[i]  # tq is x itself when there is no teacher
+        lab = y[i] if has_labels else ignore_index
+        lab_ok = has_labels and lab != ignore_index and lab >= 0 and lab < c
+        xy = cst(lse, ld(r[lab])) if lab_ok else cst(lse, np.inf)
+        above = 0
         m = cst(lse, NINF)  # the first block takes two passes (see SLACK in _blocks)
+        m2 = m
         mt = cst(lse, NINF)
         S = 0.0
         T = 0.0
+        S2 = 0.0
         am = 0
         amlo = -1  # the block that first reached the current max (scanned once, at the end)
         St = 0.0
         U = 0.0
-        Sb = 0.0
         for lo in range(0, c, blk):
             hi = min(lo + blk, c)
             done = False
             if one_t and m != NINF and (not has_teacher or mt != NINF):
                 # one pass: sums against the current references, block maxima alongside
                 if has_teacher:
-                    s, t, st, u, fbm, fbt, fbmin = _blk_teacher_fused(r, rt, lo, hi, m, mt)
-                    done = fbm <= m + slack and fbt <= mt + slack
+                    s, t, s2, st, u, bx, fbt, fbmin = _blk_teacher_fused(r, rt, lo, hi, m, mt)
+                    done = bx <= m + slack and fbt <= mt + slack
                     if done and kl_far_below(fbmin, m, 1.0, lse):
-                        s, t, st, u = _teacher_exact_block(r, rt, lo, hi, m, mt, s, t, st, u)
+                        s, t, s2, st, u = _teacher_exact_block(r, rt, lo, hi, m, mt, s, t, s2,
+                                                               st, u)  # fmt: skip
                 else:
-                    s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
+                    s, t, s2, bx = block_sumexp_t_max(r, lo, hi, m)
                     fbt = mt
-                    done = fbm <= m + slack
+                    done = bx <= m + slack
                 if done:
                     S += np.float64(s)
                     T += np.float64(t)
+                    S2 += np.float64(s2)
                     if has_teacher:
                         St += np.float64(st)
                         U += np.float64(u)
-                    bm = update_max(m, fbm)
+                    bm = update_max(m, bx)
                     bmt = update_max(mt, fbt)
             bmin = cst(lse, np.inf)  # the model's block min (two-pass blocks with a teacher)
             if not done:
                 if has_teacher:
-                    fbm, bmin = block_max_min(r, lo, hi, lse)
-                    bm = update_max(m, fbm)
+                    bx, bmin = block_max_min(r, lo, hi, lse)
                     bmt = update_max(mt, block_max(rt, lo, hi, lse))
                 else:
-                    bm = update_max(m, block_max(r, lo, hi, lse))
+                    bx = block_max(r, lo, hi, lse)
                     bmt = mt
+                bm = update_max(m, bx)
+            if lab_ok:
+                above += block_rank(r, lo, hi, lab, xy)
+            m2 = _displace(m, m2, bx)
             # move the references to the new maxima (the sums already added follow exactly)
             if has_teacher and (bmt != mt or bm != m):
                 U, St = kl_move(U, St, mt, bmt, ref_of(m), ref_of(bm), inv_t)
                 mt = bmt
             if bm != m:
-                f = rescale(m, bm)
-                T = move_t(T, S, m, bm, f)
+                f = rescale(m, bm) if one_t else rescale_t(m, bm, inv_t)
+                T = move_t(T, S, m, bm, f, inv_t)
                 S *= f
-                if not one_t:
-                    Sb *= rescale_t(m, bm, inv_t)
+                S2 *= f * f
                 if bm > m:
                     amlo = lo
                 m = bm
@@ -231,52 +271,63 @@ def score(
                 continue
             rm = ref_of(m)
             if not has_teacher:
-                s, t = block_sumexp_t(r, lo, hi, rm)
+                s, t, s2 = block_sumexp_t(r, lo, hi, rm, it)
             else:
                 rt_ = ref_of(mt)
                 far = kl_far_below(bmin, rm, inv_t, lse)
                 if one_t:
-                    s, t, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
+                    s, t, s2, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
                     if far:
-                        s, t, st, u = _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, st, u)
+                        s, t, s2, st, u = _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, s2,
+                                                               st, u)  # fmt: skip
                 else:
-                    s, t, sb, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
+                    s, t, s2, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
                     if far and kl_flush_risk(rt, r, lo, hi, rt_, rm, it):  # as _teacher_exact_block
                         if is_f32(lse):
-                            s, t, sb, st, u = _blk_teacher_t(
+                            s, t, s2, st, u = _blk_teacher_t(
                                 r, rt, lo, hi, np.float64(rm), np.float64(rt_), inv_t
                             )
                         else:
                             u = FLUSHED
-                    Sb += np.float64(sb)
                 St += np.float64(st)
                 U += np.float64(u)
             S += np.float64(s)
             T += np.float64(t)
+            S2 += np.float64(s2)
         if amlo >= 0:
-            am = _first_index(r, amlo, min(amlo + blk, c), m, lse)
+            hi = min(amlo + blk, c)
+            am = _first_index(r, amlo, hi, m, lse)
+            m2 = _second_max(r, amlo, hi, am, m2, lse)
         S = at_least_one(S, m)
         logS = np.log(S)
-        lse[i] = np.float64(m) + logS
+        lse[i] = np.float64(m) * inv_t + logS
         ent[i] = nonneg(logS - T / S)
+        valid = S == S and m > NINF
         if S != S:
             nan_at = _first_nan(r)
             if nan_at >= 0:
                 am = nan_at
         amax[i] = am
+        conf[i] = 1.0 / S if valid else NAN
+        margin[i] = (
+            (0.0 - math.expm1((np.float64(m2) - np.float64(m)) * inv_t)) / S if valid else NAN
+        )
         if has_teacher:
-            Sm = S if one_t else at_least_one(Sb, m)
-            kl[i] = kl_from_states(U, at_least_one(St, mt), Sm, inv_t)
+            kl[i] = kl_from_states(U, at_least_one(St, mt), S, inv_t)
         if has_labels:
-            lab = y[i]
+            rank[i] = -1
+            correct[i] = False
             if lab == ignore_index:
                 ce[i] = 0
-                correct[i] = False
-            elif lab < 0 or lab >= c:
+                brier[i] = 0
+            elif not lab_ok:
                 bad[i] = 1
-                ce[i] = np.nan
-                correct[i] = False
+                ce[i] = NAN
+                brier[i] = NAN
             else:
-                cev = (np.float64(m) - np.float64(ld(r[lab]))) + logS
+                cev = (np.float64(m) - np.float64(xy)) * inv_t + logS
                 ce[i] = cev
-                correct[i] = am == lab and cev == cev
+                brier[i] = nonneg(S2 / (S * S) - 2.0 * math.exp(-cev) + 1.0) if valid else NAN
+                if valid:
+                    rank[i] = above
+                    correct[i] = above == 0

@@ -214,21 +214,50 @@ def softmax_kl(xp, xq, inv_t):
     return kl
 
 
+def _rank(x, y, ok):
+    """Classes ranked above the label: x_j > x_y, or x_j == x_y and j < y; -1 where not ok."""
+    rank = np.full(x.shape[0], -1, np.int64)
+    for i in np.flatnonzero(ok):
+        xy = x[i, y[i]]
+        j = np.arange(x.shape[1])
+        rank[i] = np.count_nonzero((x[i] > xy) | ((x[i] == xy) & (j < y[i])))
+    return rank
+
+
 def score(x, y, ignore_index, teacher, inv_t):
-    """Dict of per-row arrays: logsumexp, entropy, argmax and, with labels, cross_entropy, correct,
-    bad; with a teacher, kl_divergence (teacher || model)."""
+    """Dict of per-row arrays of the model's distribution p = softmax(x / T) (it = 1 / T):
+    logsumexp (of x / T), entropy, argmax, confidence (max p), margin (largest minus second-largest
+    p, counted with multiplicity) and, with labels, cross_entropy, correct, rank, brier, bad; with a
+    teacher, kl_divergence (teacher || model) at the same temperature. argmax, rank and correct
+    are decided on x as given."""
     x = _f64(x)
     n, c = x.shape
+    d = _scaled(x, inv_t)  # (x - max) / T; NaN for a row with a NaN or +inf, or all -inf
+    valid = ~np.isnan(d).any(axis=1) if c else np.zeros(n, bool)
+    lse = logsumexp(d) + np.where(valid, x.max(axis=1, initial=-np.inf) * inv_t, 0.0)
+    lse[(x.max(axis=1, initial=-np.inf) == -np.inf) & ~_row_has_nan(x)] = -np.inf
+    p = softmax(d)
+    p_sorted = -np.sort(-p, axis=1)  # descending; NaN rows stay NaN below
     res = {
-        "logsumexp": logsumexp(x),
-        "entropy": softmax_entropy(x),
+        "logsumexp": lse,
+        "entropy": softmax_entropy(d),
         "argmax": np.argmax(x, axis=1) if c else np.zeros(n, np.int64),
+        "confidence": np.where(valid, p_sorted[:, 0] if c else 0.0, np.nan),
+        "margin": np.where(valid, (p_sorted[:, 0] - p_sorted[:, 1]) if c > 1 else 1.0, np.nan),
     }
     if y is not None:
-        loss, _, bad = ce_labels(x, y, None, ignore_index, 0.0)
         y = np.asarray(y, np.int64)
+        loss, _, bad = ce_labels(d, y, None, ignore_index, 0.0)
+        ok = valid & (y != ignore_index) & (bad == 0)
+        rank = _rank(x, y, ok)
+        onehot = np.zeros((n, c))
+        onehot[np.flatnonzero(ok), y[ok]] = 1.0
+        brier = ((p - onehot) ** 2).sum(axis=1)
+        brier[y == ignore_index] = 0.0
         res["cross_entropy"] = loss
-        res["correct"] = (res["argmax"] == y) & ~np.isnan(loss) & (y != ignore_index)
+        res["correct"] = rank == 0
+        res["rank"] = rank
+        res["brier"] = brier
         res["bad"] = bad
     if teacher is not None:
         res["kl_divergence"] = softmax_kl(teacher, x, inv_t)
