@@ -46,10 +46,15 @@ def _opt(a):
 class Scores:
     """Per-row results of :func:`score`. Fields that were not computed are None.
 
-    ``logsumexp``, ``entropy`` (of the softmax), ``argmax`` always; ``cross_entropy`` and
-    ``correct`` with labels (ignored rows: 0 and False); ``kl_divergence`` (teacher || model) with
-    a teacher. ``ignored`` marks rows whose label is ``ignore_index`` (None without labels).
-    Values are in the units of ``base``.
+    The model's distribution is p = softmax(logits / T), T the ``temperature``. Always:
+    ``logsumexp`` (of logits / T), ``entropy`` (of p), ``argmax`` (the first maximum),
+    ``confidence`` (max p) and ``margin`` (largest minus second-largest p, 0 for a tie at the
+    top). With labels: ``cross_entropy`` (-log p[label]), ``correct``, ``rank`` (classes ranked
+    above the label: a larger logit, or an equal one at a lower index; top-k accuracy is
+    ``rank < k``), ``brier`` (sum_j (p_j - [j == label])^2) and ``ignored`` (label ==
+    ``ignore_index``; such rows have cross_entropy 0, correct False, rank -1, brier 0). With a
+    teacher: ``kl_divergence`` (teacher || model, both at T). ``argmax``, ``rank`` and
+    ``correct`` are decided on the logits as given. Values are in the units of ``base``.
     """
 
     logsumexp: Any
@@ -60,35 +65,55 @@ class Scores:
     kl_divergence: Any = None
     ignored: Any = None
     base: float | None = None
+    confidence: Any = None
+    margin: Any = None
+    rank: Any = None
+    brier: Any = None
 
-    def summary(self) -> dict:
-        """Means over non-ignored rows: cross_entropy, perplexity (base**CE, e**CE in nats),
-        accuracy, entropy, kl_divergence; plus the counts ``rows``, ``ignored`` and ``nan_rows``
-        (rows whose model statistics are NaN: a NaN or +inf logit, or all -inf; they are left out
-        of every mean, and a NaN teacher row out of the KL mean). Statistics that were not
-        computed are None; a mean over no rows is NaN.
+    def summary(self, *, top_k=(1, 5), bins: int = 15) -> dict:
+        """Means over non-ignored rows whose model statistics are not NaN: ``cross_entropy``,
+        ``perplexity`` (base**CE, e**CE in nats), ``accuracy``, ``top_k_accuracy`` ({k: the
+        fraction with rank < k} for each k of ``top_k``, positive ints; 1 for k >= C), ``brier``,
+        ``ece`` and ``mce`` (expected and maximum calibration error over ``bins`` equal-width
+        confidence bins of [0, 1]: ECE = sum_b (n_b / n) |accuracy_b - confidence_b|, MCE the
+        largest gap of a non-empty bin; a row's bin is min(floor(confidence * bins), bins - 1)),
+        ``confidence``, ``entropy``, ``kl_divergence``; plus the counts ``rows``, ``ignored`` and
+        ``nan_rows`` (rows whose model statistics are NaN: a NaN or +inf logit, or all -inf; they
+        are left out of every mean, and a NaN teacher row out of the KL mean). Statistics that
+        were not computed are None; over no rows every mean, ``ece`` and ``mce`` are NaN.
 
         Examples
         --------
         >>> import numpy as np, numbaent
         >>> s = numbaent.score(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), np.array([0, -100]))
-        >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
-        {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1, 'nan_rows': 0}
+        >>> {k: v if v is None or isinstance(v, dict) else round(v, 4)
+        ...  for k, v in s.summary(top_k=(1, 2)).items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0,
+         'top_k_accuracy': {1: 1.0, 2: 1.0}, 'brier': 0.375, 'ece': 0.5, 'mce': 0.5,
+         'confidence': 0.5, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1,
+         'nan_rows': 0}
         """
-        return self.summary_state().result()
+        return self.summary_state(top_k=top_k, bins=bins).result()
 
-    def summary_state(self) -> SummaryState:
-        """The exact sums and counts behind :meth:`summary`: merge the states of disjoint row
-        chunks (``a.merge(b)`` or ``a + b``) and call ``result()`` for the summary of all rows,
-        bit-identical to the summary of the rows in one piece however they were split."""
+    def summary_state(self, *, top_k=(1, 5), bins: int = 15) -> SummaryState:
+        """The exact sums, counts and calibration histogram behind :meth:`summary`: merge the
+        states of disjoint row chunks (``a.merge(b)`` or ``a + b``) and call ``result()`` for the
+        summary of all rows, bit-identical to the summary of the rows in one piece however they
+        were split. States of different ``top_k``, ``bins`` or ``base``, or with and without
+        labels, do not merge (``ValueError``)."""
         return SummaryState.of_arrays(
             rows=int(np.size(to_numpy(self.logsumexp))),
             ignored=None if self.ignored is None else to_numpy(self.ignored),
             base=self.base,
+            top_k=top_k,
+            bins=bins,
             cross_entropy=_opt(self.cross_entropy),
             accuracy=_opt(self.correct),
+            brier=_opt(self.brier),
+            confidence=_opt(self.confidence),
             entropy=_opt(self.entropy),
             kl_divergence=_opt(self.kl_divergence),
+            rank=_opt(self.rank),
         )
 
     def sequences(self, lengths=None) -> SequenceScores:
