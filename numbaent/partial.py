@@ -14,12 +14,26 @@ Per row, a state over a set of classes K holds
 * ``sum_exp``: S = sum_{j in K} exp(x_j - m);
 * ``sum_exp_x``: T = sum_{j in K} exp(x_j - m) (x_j - m), the entropy accumulator;
 * ``argmax``: the first index (in the full class numbering) holding m (the first NaN when K has one);
-* ``target``: x[label] when the row's label is in K (NaN otherwise; see ``classes``).
+* ``target``: x[label] when the row's label is in K (NaN otherwise; see ``classes``);
+* ``second``: m2, the second largest logit of K counted with multiplicity (-inf for one class);
+* ``sum_exp2``: S2 = sum_{j in K} exp(2 (x_j - m)), for sum p^2 (the Brier score);
+* ``above``: with labels, how many classes of K rank above the label (x_j > x[label], or equal at
+  a lower index), when x[label] is known to the slice (its own label, or ``label_logits``); -1
+  where it is not, and for ignored rows.
 
 Merging two states rescales to the larger maximum m = max(m_a, m_b), f_a = exp(m_a - m):
 S = f_a S_a + f_b S_b and T = f_a (T_a + (m_a - m) S_a) + f_b (T_b + (m_b - m) S_b), which is
-exact up to rounding, associative and commutative. Finishing gives
-logsumexp = m + log S, entropy = log S - T / S, cross-entropy = (m - x[label]) + log S.
+exact up to rounding, associative and commutative; S2 = f_a^2 S2_a + f_b^2 S2_b;
+m2 = max(min(m_a, m_b), m2_a, m2_b) (the smaller maximum is a candidate, and a tie of the maxima
+gives m2 = m, margin 0); the counts above the label add. Finishing gives logsumexp = m + log S,
+entropy = log S - T / S, cross-entropy = (m - x[label]) + log S, confidence = 1 / S, margin =
+(1 - exp(m2 - m)) / S, brier = S2 / S^2 - 2 exp(x[label] - m) / S + 1, rank = the count above.
+
+A rank needs x[label] in every slice, and only one slice holds it: a tensor-parallel caller
+gathers the label logits first (one number per row: the slice that holds the label reads it,
+an all-reduce or all-gather shares it) and passes them as ``label_logits``; without them, ranks
+are known only for rows whose label lies in the slice, and ``finish`` gives ``rank`` None (and
+``correct`` from the argmax) unless every row's count is known.
 
 A state is stored in float64 whatever the logits' dtype (as accurate as the kernels for that
 dtype); results are cast, as everywhere in numbaent, to float64 for float64 logits and float32
@@ -133,6 +147,12 @@ class LogitState:
         a C-class vocabulary has been combined.
     dtype : numpy.dtype
         Result dtype: float64 if any slice was float64, else float32.
+    second : ndarray of float64
+        m2, the second largest logit over the classes covered, counted with multiplicity.
+    sum_exp2 : ndarray of float64
+        S2 = sum exp(2 (x - m)).
+    above : ndarray of int64 or None
+        With labels: classes covered that rank above the label; -1 where unknown or ignored.
     """
 
     max: np.ndarray
@@ -144,6 +164,9 @@ class LogitState:
     ignore_index: int
     classes: tuple[tuple[int, int], ...]
     dtype: np.dtype
+    second: np.ndarray | None = None
+    sum_exp2: np.ndarray | None = None
+    above: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------------
     # merging
@@ -205,6 +228,8 @@ class LogitState:
             fa = np.where(ma == -np.inf, 0.0, np.exp(ma - m))
             fb = np.where(mb == -np.inf, 0.0, np.exp(mb - m))
             s = fa * a.sum_exp + fb * b.sum_exp
+            s2 = fa * fa * a.sum_exp2 + fb * fb * b.sum_exp2
+            second = np.maximum(np.minimum(ma, mb), np.maximum(a.second, b.second))
             ta = np.where(fa == 0, 0.0, fa * (a.sum_exp_x + (ma - m) * a.sum_exp))
             tb = np.where(fb == 0, 0.0, fb * (b.sum_exp_x + (mb - m) * b.sum_exp))
             t = ta + tb
@@ -212,9 +237,10 @@ class LogitState:
             tie = (na & nb) | (ma == mb)
             take_b = (nb & ~na) | (mb > ma)
         arg = np.where(tie, np.minimum(a.argmax, b.argmax), np.where(take_b, b.argmax, a.argmax))
-        target = None
+        target = above = None
         if a.labels is not None:
             target = np.where(_in_ranges(b.labels, b.classes), b.target, a.target)
+            above = np.where((a.above < 0) | (b.above < 0), -1, a.above + b.above)
         dtype = np.dtype(np.float64) if np.float64 in (a.dtype, b.dtype) else np.dtype(np.float32)
         return LogitState(
             max=m,
@@ -226,6 +252,9 @@ class LogitState:
             ignore_index=a.ignore_index,
             classes=classes,
             dtype=dtype,
+            second=second,
+            sum_exp2=s2,
+            above=above,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -274,6 +303,40 @@ class LogitState:
         ce = np.where(ignored, 0.0, ce)
         return self._out(ce / divisor)
 
+    def _valid(self) -> np.ndarray:
+        """Rows whose model statistics are not NaN (no NaN or +inf logit, one finite)."""
+        return (self.max > -np.inf) & (self.max < np.inf) & (self.sum_exp == self.sum_exp)
+
+    def confidence(self) -> np.ndarray:
+        """The largest probability, 1 / S (NaN for rows without a valid softmax)."""
+        with np.errstate(divide="ignore"):
+            return self._out(np.where(self._valid(), 1.0 / self.sum_exp, np.nan))
+
+    def margin(self) -> np.ndarray:
+        """Largest minus second-largest probability, (1 - exp(m2 - m)) / S (0 for a tie at the top,
+        1 for a single class)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mg = (0.0 - np.expm1(self.second - self.max)) / self.sum_exp
+        return self._out(np.where(self._valid(), mg, np.nan))
+
+    def brier(self) -> np.ndarray:
+        """sum_j (p_j - [j == label])^2 = S2 / S^2 - 2 p[label] + 1; 0 for ignored rows."""
+        ce = self.cross_entropy().astype(np.float64)  # checks the labels
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            b = self.sum_exp2 / (self.sum_exp * self.sum_exp) - 2.0 * np.exp(-ce) + 1.0
+        b = np.where(self._valid(), np.maximum(b, 0.0), np.nan)
+        return self._out(np.where(self.ignored, 0.0, b))
+
+    def rank(self) -> np.ndarray | None:
+        """Classes ranked above the label (-1 for ignored rows and rows without a valid softmax);
+        None unless every row's count is known (see ``label_logits`` in :func:`partial_state`)."""
+        if self.labels is None:
+            raise ValueError("rank needs labels: pass labels to partial_state")
+        self._check_labels()
+        if (self.above < 0).any():
+            return None
+        return np.where(self.ignored | ~self._valid(), -1, self.above).astype(np.int64)
+
     def _out(self, res: np.ndarray) -> np.ndarray:
         """A float64 result in the state's dtype: beyond float32 it is +-inf, the contract's answer
         (as ``_validate.to_units``), without a warning."""
@@ -304,9 +367,10 @@ class LogitState:
         )
 
     def correct(self) -> np.ndarray:
-        """argmax == label, False for ignored rows and rows whose cross-entropy is NaN."""
+        """argmax == label (rank == 0), False for ignored rows and rows whose cross-entropy is
+        NaN."""
         ce = self.cross_entropy()
-        return (self.predictions() == self.labels) & ~np.isnan(ce) & ~self.ignored
+        return (self.predictions() == self.labels) & ~np.isnan(ce) & ~self.ignored & self._valid()
 
     def finish(self, base: float | None = None, *, num_classes: int | None = None):
         """All results as a :class:`numbaent.Scores` (see :func:`finish`)."""
@@ -324,6 +388,9 @@ def _empty_rows_state(shape, labels, ignore_index, dtype) -> LogitState:
         ignore_index=ignore_index,
         classes=(),
         dtype=dtype,
+        second=np.full(shape, -np.inf),
+        sum_exp2=np.zeros(shape),
+        above=None if labels is None else np.zeros(shape, np.int64),
     )
 
 
@@ -342,6 +409,7 @@ def partial_state(
     class_offset: int = 0,
     axis: int = -1,
     ignore_index: int = -100,
+    label_logits: ArrayLike | None = None,
     backend: str | None = None,
 ) -> LogitState:
     """Reduce a slice of the classes, ``logits[..., k0:k0 + c]``, to a :class:`LogitState`.
@@ -361,6 +429,10 @@ def partial_state(
         The class axis (a non-last axis costs a contiguous copy of the slice).
     ignore_index : int
         Label of rows to leave out of the cross-entropy (as in :func:`numbaent.score`).
+    label_logits : array_like of float, shape (...), optional
+        Each row's logit of its label, x[label] (from whichever slice holds it): lets this slice
+        count its classes that rank above the label, so that the finished state has ``rank``.
+        Without it only rows whose label lies in this slice are counted.
     backend : str, optional
         Backend of the :func:`numbaent.score` call that does the reduction.
 
@@ -415,6 +487,27 @@ def partial_state(
         return _reshaped(state, batch, classes)
 
     work = xp.float64 if data.dtype == np.float64 else xp.float32
+    xy = need = None
+    if y is not None:
+        inside = (y != ignore_index) & (y >= class_offset) & (y < class_offset + c)
+        idx = np.flatnonzero(inside)
+        if idx.size:
+            cols = y[idx] - class_offset
+            if xp is np:
+                vals = data[idx, cols]
+            else:
+                vals = data[xp.asarray(idx), xp.asarray(cols)]
+            state.target[idx] = to_numpy(vals).astype(np.float64)
+        xy, need = state.target, inside
+        if label_logits is not None:
+            xy = np.asarray(to_numpy(label_logits), dtype=np.float64)
+            if xy.shape != batch:
+                raise ValueError(
+                    f"label_logits must have the batch shape {batch} of logits; got {xy.shape}"
+                )
+            xy = xy.reshape(n)
+            need = y != ignore_index
+        state.above[~need & (y != ignore_index)] = -1  # x[label] is not known here
     step = max(1, BLOCK_VALUES // c)
     m_all, s_all, t_all, a_all = state.max, state.sum_exp, state.sum_exp_x, state.argmax
     for r0 in range(0, n, step):
@@ -432,21 +525,26 @@ def partial_state(
         with np.errstate(invalid="ignore", over="ignore"):
             s = np.exp(log_s)
             t = s * (log_s - h.astype(np.float64))
+            e = xp.exp(d)
+            s2 = to_numpy((e * e).sum(axis=1, dtype=xp.float64))
+            # the second largest value, with multiplicity (the row's own max when it is tied)
+            d2 = xp.partition(d, c - 2, axis=1)[:, c - 2] if c > 1 else xp.full(r1 - r0, -xp.inf)
+            second = m64 + to_numpy(d2).astype(np.float64)
         none = m64 == -np.inf  # every logit of the row -inf: nothing to sum
         m_all[r0:r1] = m64
         s_all[r0:r1] = np.where(none, 0.0, s)
         t_all[r0:r1] = np.where(none, 0.0, t)
         a_all[r0:r1] = am.astype(np.int64) + class_offset
-    if y is not None:
-        inside = (y != ignore_index) & (y >= class_offset) & (y < class_offset + c)
-        idx = np.flatnonzero(inside)
-        if idx.size:
-            cols = y[idx] - class_offset
-            if xp is np:
-                vals = data[idx, cols]
-            else:
-                vals = data[xp.asarray(idx), xp.asarray(cols)]
-            state.target[idx] = to_numpy(vals).astype(np.float64)
+        state.sum_exp2[r0:r1] = np.where(none, 0.0, s2)
+        state.second[r0:r1] = np.where(none, -np.inf, second)
+        if y is not None and need[r0:r1].any():
+            # classes ranked above the label: a larger logit, or an equal one at a lower index
+            xb = xp.asarray(xy[r0:r1])[:, None]
+            yb = xp.asarray(y[r0:r1] - class_offset)[:, None]
+            with np.errstate(invalid="ignore"):
+                hit = (blk > xb) | ((blk == xb) & (xp.arange(c)[None, :] < yb))
+            cnt = to_numpy(hit.sum(axis=1)).astype(np.int64)
+            state.above[r0:r1] = np.where(need[r0:r1], cnt, state.above[r0:r1])
     return _reshaped(state, batch, ((class_offset, class_offset + c),))
 
 
@@ -468,6 +566,9 @@ def _reshaped(state: LogitState, batch: tuple[int, ...], classes) -> LogitState:
         ignore_index=state.ignore_index,
         classes=tuple(classes),
         dtype=state.dtype,
+        second=r(state.second),
+        sum_exp2=r(state.sum_exp2),
+        above=r(state.above),
     )
 
 
@@ -503,8 +604,10 @@ def combine(states: Iterable[LogitState]) -> LogitState:
 def finish(state: LogitState, base: float | None = None, *, num_classes: int | None = None):
     """Results of a (combined) state as :class:`numbaent.Scores`.
 
-    ``logsumexp``, ``entropy`` and ``argmax`` always; ``cross_entropy``, ``correct`` and
-    ``ignored`` with labels; ``kl_divergence`` is None. Once the state covers every class, these
+    ``logsumexp``, ``entropy``, ``argmax``, ``confidence`` and ``margin`` always;
+    ``cross_entropy``, ``correct``, ``brier``, ``ignored`` and ``rank`` (None unless every row's
+    count is known: see ``label_logits`` in :func:`partial_state`) with labels; ``kl_divergence``
+    is None. Once the state covers every class, these
     equal ``numbaent.score(full_logits, labels, base=base)`` up to rounding (including
     ``Scores.summary()``).
 
@@ -551,11 +654,13 @@ def finish(state: LogitState, base: float | None = None, *, num_classes: int | N
     lse = state.logsumexp()
     if divisor != 1.0:
         lse = (lse / divisor).astype(state.dtype)
-    ce = correct = ignored = None
+    ce = correct = ignored = rank = brier = None
     if state.labels is not None:
         ce = state.cross_entropy(base)
         correct = state.correct()
         ignored = state.ignored
+        rank = state.rank()
+        brier = state.brier()
     return Scores(
         logsumexp=lse,
         entropy=state.entropy(base),
@@ -564,4 +669,8 @@ def finish(state: LogitState, base: float | None = None, *, num_classes: int | N
         correct=correct,
         ignored=ignored,
         base=base,
+        confidence=state.confidence(),
+        margin=state.margin(),
+        rank=rank,
+        brier=brier,
     )

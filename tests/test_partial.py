@@ -31,6 +31,10 @@ def random_cuts(rng, c, n_cuts):
 
 
 def states_of(x, y, cuts, rng=None, **kw):
+    """States of the slices between ``cuts`` (with the label logits, so that ranks are known,
+    unless ``label_logits=None`` is passed)."""
+    if y is not None and "label_logits" not in kw:
+        kw["label_logits"] = label_logits(x, y)
     parts = [
         partial_state(x[..., lo:hi], y, class_offset=lo, **kw)
         for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
@@ -47,14 +51,27 @@ def reduce_left(parts):
     return s
 
 
-def check_scores(got, ref, rtol=RTOL):
-    for name in ("logsumexp", "entropy", "cross_entropy"):
+def check_scores(got, ref, rtol=RTOL, rank=True):
+    for name in ("logsumexp", "entropy", "cross_entropy", "confidence", "margin", "brier"):
         if getattr(ref, name) is not None:
             close(getattr(got, name), getattr(ref, name), rtol)
     np.testing.assert_array_equal(got.argmax, ref.argmax)
     if ref.correct is not None:
         np.testing.assert_array_equal(got.correct, ref.correct)
         np.testing.assert_array_equal(got.ignored, ref.ignored)
+        if rank:
+            np.testing.assert_array_equal(got.rank, ref.rank)
+
+
+def label_logits(x, y):
+    """x[label] per row (0 where the label is outside [0, C): ignored or stray)."""
+    c = x.shape[-1]
+    if c == 0:
+        return np.zeros(np.shape(y))
+    y = np.asarray(y)
+    ok = (y >= 0) & (y < c)
+    got = np.take_along_axis(x, np.where(ok, y, 0)[..., None], axis=-1)[..., 0]
+    return np.where(ok, got, 0.0)
 
 
 def special_logits(rng, n, c):
@@ -80,8 +97,8 @@ def test_random_splits_equal_score(seed):
     y = rng.integers(0, c, n)
     y[rng.random(n) < 0.25] = -100
     cuts = random_cuts(rng, c, int(rng.integers(0, 6)))
-    parts = states_of(x, y, cuts, rng)
-    ref = numbaent.score(x, y)
+    parts = states_of(x, y, cuts, rng, label_logits=label_logits(x, y))
+    ref = numbaent.score(x, y, backend="numpy")
     for state in (combine(parts), reduce_left(parts), reduce_left(parts[::-1])):
         assert state.classes == ((0, c),)
         check_scores(finish(state, num_classes=c), ref)
@@ -91,7 +108,17 @@ def test_random_splits_equal_score(seed):
     s = finish(combine(parts))
     assert s.summary().keys() == ref.summary().keys()
     for k, v in ref.summary().items():
-        close(s.summary()[k], v)
+        if isinstance(v, dict):
+            assert s.summary()[k].keys() == v.keys()
+            close(list(s.summary()[k].values()), list(v.values()))
+        else:
+            close(s.summary()[k], v)
+    # without the label logits, a slice counts only the rows whose label it holds: no ranks
+    # unless one slice holds every label
+    alone = finish(combine(states_of(x, y, cuts, label_logits=None)), num_classes=c)
+    if len({(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True) if hi > lo}) > 1:
+        assert alone.rank is None
+    check_scores(alone, ref, rank=False)
 
 
 def test_every_split_point_and_labels_in_every_slice():
@@ -110,11 +137,13 @@ def test_every_split_point_and_labels_in_every_slice():
 def test_slice_of_only_minus_inf_and_empty_slices():
     x = np.array([[-np.inf, -np.inf, 1.0, 2.0], [-np.inf, -np.inf, -np.inf, -np.inf]])
     y = np.array([3, 1])
-    left = partial_state(x[:, :2], y)
+    ll = label_logits(x, y)
+    left = partial_state(x[:, :2], y, label_logits=ll)
     assert np.all(left.max == -np.inf) and np.all(left.sum_exp == 0)
-    empty = partial_state(x[:, 2:2], y, class_offset=2)
+    empty = partial_state(x[:, 2:2], y, class_offset=2, label_logits=ll)
     assert empty.classes == () and np.all(empty.argmax == np.iinfo(np.int64).max)
-    s = finish(combine([empty, left, partial_state(x[:, 2:], y, class_offset=2), empty]))
+    right = partial_state(x[:, 2:], y, class_offset=2, label_logits=ll)
+    s = finish(combine([empty, left, right, empty]))
     check_scores(s, numbaent.score(x, y))
     assert s.logsumexp[1] == -np.inf and np.isnan(s.entropy[1]) and np.isnan(s.cross_entropy[1])
 
@@ -167,7 +196,11 @@ def test_batch_axes_axis_and_base():
     y = rng.integers(0, 17, (3, 4))
     y[0, 0] = -100
     ref = numbaent.score(x, y, axis=1, base=10)
-    parts = [partial_state(x[:, lo:hi], y, class_offset=lo, axis=1) for lo, hi in ((0, 5), (5, 17))]
+    ll = np.take_along_axis(x, np.where(y < 0, 0, y)[:, None, :], axis=1)[:, 0, :]
+    parts = [
+        partial_state(x[:, lo:hi], y, class_offset=lo, axis=1, label_logits=ll)
+        for lo, hi in ((0, 5), (5, 17))
+    ]
     s = finish(combine(parts), base=10)
     assert s.logsumexp.shape == (3, 4)
     check_scores(s, ref)
@@ -175,7 +208,11 @@ def test_batch_axes_axis_and_base():
 
 def test_one_dimensional_logits_give_zero_d_results():
     x = np.array([0.0, 1.0, 2.0, 3.0])
-    s = finish(combine([partial_state(x[:2], 3), partial_state(x[2:], 3, class_offset=2)]))
+    s = finish(
+        combine(
+            [partial_state(x[:2], 3, label_logits=3.0), partial_state(x[2:], 3, class_offset=2)]
+        )
+    )
     ref = numbaent.score(x, 3)
     assert np.shape(s.logsumexp) == ()
     check_scores(s, ref)
