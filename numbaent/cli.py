@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from ._summary import SummaryState
+from ._summary import SummaryState, check_top_k
 
 __all__ = ["main", "load_array", "CliError"]
 
@@ -49,7 +49,8 @@ PROG = "numbaent"
 #: default chunk size target, in bytes of logits (plus teacher logits) per chunk
 CHUNK_BYTES = 256 * 2**20
 #: per-row fields of ``numbaent.Scores`` (used when the object is not a dataclass)
-SCORE_FIELDS = ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "kl_divergence")
+SCORE_FIELDS = ("logsumexp", "entropy", "argmax", "confidence", "margin", "cross_entropy",
+                "correct", "rank", "brier", "kl_divergence")  # fmt: skip
 #: names tried, in order, for each input taken from a ``.npz``
 NPZ_NAMES = {
     "logits": ("logits",),
@@ -663,6 +664,43 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _parse_top_k(text: str) -> tuple[int, ...]:
+    """``--top-k 1,5`` -> (1, 5): comma-separated positive integers."""
+    try:
+        return check_top_k([int(t) for t in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid top-k {text!r} (comma-separated positive integers, e.g. 1,5)"
+        ) from None
+
+
+def _summary_json(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as JSON values (``top_k_accuracy``: an object keyed by k)."""
+    doc = {}
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            doc[k] = {str(kk): _json_value(vv) for kk, vv in v.items()}
+        else:
+            doc[k] = _json_value(v)
+    return doc
+
+
+def _summary_rows(summary: dict[str, Any], units: str, bins: int) -> list[tuple[str, str, str]]:
+    """The table's rows of the summary: key, value, unit (or what the value is of)."""
+    in_units = ("cross_entropy", "entropy", "kl_divergence", "sequence_log_likelihood")
+    rows = []
+    for k, v in summary.items():
+        if isinstance(v, dict):  # top_k_accuracy: one row per k
+            rows.extend((k, _fmt(a), f"k={kk}") for kk, a in v.items())
+        elif v is not None and k in in_units:
+            rows.append((k, _fmt(v), units))
+        elif v is not None and k in ("ece", "mce"):
+            rows.append((k, _fmt(v), f"{bins} bins"))
+        else:
+            rows.append((k, _fmt(v), ""))
+    return rows
+
+
 def _raise_on_nan(scores: Any, start: int, batch_shape: tuple[int, ...], path: str) -> None:
     """--nan-policy raise: the first non-ignored row of this chunk whose statistics are NaN."""
     bad = np.isnan(np.asarray(scores.entropy, np.float64))
@@ -798,7 +836,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             )
             if args.nan_policy == "raise":
                 _raise_on_nan(scores, start, batch_shape, args.logits)
-            state = state.merge(scores.summary_state())
+            state = state.merge(scores.summary_state(top_k=args.top_k, bins=args.bins))
             if args.sequences and stop > start:
                 k = (stop - start) // seq_len
                 per_seq = scores.sequences(lengths=np.full(k, seq_len)).as_dict()
@@ -832,9 +870,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "arrays": arrays,
         "shape": list(logits.shape),
         "dtype": str(logits.dtype),
+        "top_k": list(args.top_k),
+        "bins": args.bins,
     }
     if args.json:
-        doc = {k: _json_value(v) for k, v in summary.items()}
+        doc = _summary_json(summary)
         doc["context"] = {k: _json_value(v) if k == "base" else v for k, v in context.items()}
         print(json.dumps(doc, indent=2))
         return 0
@@ -847,11 +887,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if spec != own
     ]
     print(f"{args.logits}: {shape} {logits.dtype}" + (f" ({', '.join(used)})" if used else ""))
-    rows = []
-    for k, v in summary.items():
-        in_units = ("cross_entropy", "entropy", "kl_divergence", "sequence_log_likelihood")
-        unit = units if v is not None and k in in_units else ""
-        rows.append((k, _fmt(v), unit))
+    rows = _summary_rows(summary, units, args.bins)
     rows.append(("units", units, "" if args.base is None else f"base {args.base:g}"))
     if teacher is not None:
         rows.append(("kl", "KL(teacher || model)", f"temperature {args.temperature:g}"))
@@ -995,7 +1031,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         metavar="t",
-        help="softmax temperature for the KL divergence (default 1)",
+        help="softmax temperature T: the model's (and the teacher's) distribution is "
+        "softmax(logits / T) (default 1)",
     )
     s.add_argument(
         "--base",
@@ -1010,6 +1047,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=-100,
         metavar="i",
         help="label value of rows to leave out of the means (default -100)",
+    )
+    s.add_argument(
+        "--top-k",
+        type=_parse_top_k,
+        default=(1, 5),
+        metavar="K,...",
+        help="the k of the summary's top_k_accuracy (rank of the label < k), comma-separated "
+        "(default 1,5)",
+    )
+    s.add_argument(
+        "--bins",
+        type=_positive_int,
+        default=15,
+        metavar="n",
+        help="equal-width confidence bins over [0, 1] of the calibration errors ece and mce "
+        "(default 15)",
     )
     s.add_argument(
         "--backend",

@@ -46,7 +46,10 @@ def assert_summary_close(got, want, rtol=1e-6, atol=1e-7):
     assert set(got) == set(want), (got, want)
     for k, w in want.items():
         g = got[k]
-        if w is None:
+        if isinstance(w, dict):  # top_k_accuracy: {k: fraction}
+            assert isinstance(g, dict), k
+            assert_summary_close(g, w, rtol, atol)
+        elif w is None:
             assert g is None, k
         elif isinstance(w, (bool, np.bool_)) or k in ("rows", "ignored"):
             assert int(g) == int(w), k
@@ -57,15 +60,49 @@ def assert_summary_close(got, want, rtol=1e-6, atol=1e-7):
             assert math.isclose(float(g), float(w), rel_tol=rtol, abs_tol=atol), (k, g, w)
 
 
+def table_values(out, keys):
+    """The summary values the table prints, by key (``top_k_accuracy``: one row per k, its k in
+    the third column, ``k=1``)."""
+    values = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] == "top_k_accuracy" and parts[1] != "-":
+            values.setdefault(parts[0], {})[int(parts[2].removeprefix("k="))] = parts[1]
+        elif parts and parts[0] in keys:
+            values[parts[0]] = parts[1]
+    return values
+
+
+def assert_table_matches(out, want):
+    values = table_values(out, want)
+    assert set(values) == set(want)
+    for k, w in want.items():
+        if isinstance(w, dict):
+            assert set(values[k]) == set(w), k
+            for kk, ww in w.items():
+                assert math.isclose(float(values[k][kk]), ww, rel_tol=1e-5, abs_tol=1e-6), k
+        elif w is None:
+            assert values[k] == "-", k
+        else:
+            assert math.isclose(float(values[k]), float(w), rel_tol=1e-5, abs_tol=1e-6), k
+
+
 def score_json(capsys, *argv):
     """The summary keys of ``score --json`` (its ``context``: doc["context"])."""
     rc, out, err = run(capsys, "score", *argv, "--json")
     assert rc == 0, err
     doc = json.loads(out)
     ctx = doc.pop("context")
-    # a computed NaN / infinity is a string, null is "not computed"
-    doc = {k: float(v) if isinstance(v, str) else v for k, v in doc.items()}
+    # a computed NaN / infinity is a string, null is "not computed"; top_k_accuracy an object
+    doc = {k: _number(v) for k, v in doc.items()}
     return _Summary(doc, ctx)
+
+
+def _number(v):
+    """A JSON summary value as the Python one: "NaN" / "Infinity" floats, {"1": ...} {1: ...}."""
+    if isinstance(v, dict):
+        return {int(k): _number(x) for k, x in v.items()}
+    return float(v) if isinstance(v, str) else v
 
 
 class _Summary(dict):
@@ -149,17 +186,7 @@ def test_score_table_matches_direct(capsys):
     rc, out, err = run(capsys, "score", DIGITS)
     assert rc == 0 and err == ""
     want = direct(logits, labels, teacher).summary()
-    values = {}
-    for line in out.splitlines()[1:]:
-        parts = line.split()
-        if parts and parts[0] in want:
-            values[parts[0]] = parts[1]
-    assert set(values) == set(want)
-    for k, w in want.items():
-        if w is None:
-            assert values[k] == "-"
-        else:
-            assert math.isclose(float(values[k]), float(w), rel_tol=1e-5, abs_tol=1e-6), k
+    assert_table_matches(out, want)
     # aligned: the value column starts at the same offset on every line
     starts = {re.match(r"\s*\S+\s+", line).end() for line in out.splitlines()[1:]}
     assert len(starts) == 1
@@ -574,15 +601,7 @@ def test_python_m_score():
     proc = _python_m("score", "examples/digits_logits.npz")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    want = direct(logits, labels, teacher).summary()
-    values = {}
-    for line in proc.stdout.splitlines()[1:]:
-        parts = line.split()
-        if parts and parts[0] in want:
-            values[parts[0]] = parts[1]
-    assert set(values) == set(want)
-    for k, w in want.items():
-        assert math.isclose(float(values[k]), float(w), rel_tol=1e-5, abs_tol=1e-6), k
+    assert_table_matches(proc.stdout, direct(logits, labels, teacher).summary())
 
 
 def test_python_m_error(tmp_path):
@@ -957,6 +976,8 @@ def test_json_keeps_nan_apart_from_not_computed_and_carries_its_context(capsys, 
         "arrays": {"logits": str(tmp_path / "x.npy"), "labels": str(tmp_path / "y.npy")},
         "shape": [4, 3],
         "dtype": "float32",
+        "top_k": [1, 5],
+        "bins": 15,
     }
 
 
@@ -969,6 +990,76 @@ def test_the_table_names_the_arrays_units_and_kl_direction(capsys):
     assert rows["units"] == ["bits", "base", "2"]
     assert rows["kl"] == ["KL(teacher", "||", "model)", "temperature", "2"]
     assert rows["nan_rows"] == ["0"] and rows["cross_entropy"][-1] == "bits"
+
+
+# --------------------------------------------------------------------------------------------------
+# --top-k and --bins: top-k accuracy and calibration in the summary
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [[], ["--chunk-rows", "7"], ["--chunk-rows", "1"]])
+def test_top_k_and_bins_flags_feed_the_summary(capsys, ignored_files, chunk):
+    paths, (logits, labels, teacher) = ignored_files
+    files = [paths["logits"], "--labels", paths["labels"], "--teacher", paths["teacher"]]
+    got = score_json(capsys, *files, "--top-k", "3,1,10", "--bins", "10", *chunk)
+    want = direct(logits, labels, teacher).summary(top_k=(1, 3, 10), bins=10)
+    assert list(got) == list(want)  # the summary's keys, in its order
+    assert got == want  # exact sums merged over the chunks: the same numbers to the last digit
+    assert list(got["top_k_accuracy"]) == [1, 3, 10] and got["top_k_accuracy"][10] == 1.0
+    assert got["context"]["top_k"] == [1, 3, 10] and got["context"]["bins"] == 10
+    default = score_json(capsys, *files, *chunk)
+    assert default == direct(logits, labels, teacher).summary()  # --top-k 1,5 --bins 15
+    # (the digits model is under-confident in every bin, so its ECE is the same in any bins)
+    assert got["mce"] != default["mce"] and got["brier"] == default["brier"]
+
+
+def test_the_table_shows_top_k_rows_and_the_bins_of_the_calibration_errors(capsys):
+    rc, out, err = run(capsys, "score", DIGITS, "--top-k", "2,1", "--bins", "20")
+    assert rc == 0, err
+    logits, labels, teacher = digits()
+    want = direct(logits, labels, teacher).summary(top_k=(1, 2), bins=20)
+    assert_table_matches(out, want)
+    rows = [ln.split() for ln in out.splitlines()[1:]]
+    assert [r[2] for r in rows if r[0] == "top_k_accuracy"] == ["k=1", "k=2"]
+    assert {r[0]: r[2:] for r in rows}["ece"] == ["20", "bins"]
+    assert {r[0]: r[2:] for r in rows}["mce"] == ["20", "bins"]
+    keys = [r[0] for r in rows]
+    assert keys[: keys.index("rows") + 1] == [
+        "cross_entropy", "perplexity", "accuracy", "top_k_accuracy", "top_k_accuracy", "brier",
+        "ece", "mce", "confidence", "entropy", "kl_divergence", "rows",
+    ]  # fmt: skip
+
+
+def test_without_labels_top_k_and_calibration_are_not_computed(capsys):
+    got = score_json(capsys, f"{DIGITS}:logits", "--top-k", "1,2")
+    for k in ("top_k_accuracy", "brier", "ece", "mce", "accuracy"):
+        assert got[k] is None, k
+    assert 0 < got["confidence"] <= 1
+    rc, out, _ = run(capsys, "score", f"{DIGITS}:logits")
+    assert rc == 0
+    assert {ln.split()[0]: ln.split()[1:] for ln in out.splitlines()[1:]}["top_k_accuracy"] == ["-"]
+
+
+def test_all_rows_ignored_gives_nan_top_k_and_calibration(capsys, tmp_path):
+    logits, _, _ = digits()
+    np.savez(tmp_path / "x.npz", logits=logits[:20], labels=np.full(20, -100))
+    rc, out, err = run(capsys, "score", tmp_path / "x.npz", "--json", "--chunk-rows", "7")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["top_k_accuracy"] == {"1": "NaN", "5": "NaN"}
+    assert doc["ece"] == doc["mce"] == doc["brier"] == "NaN"
+
+
+@pytest.mark.parametrize(
+    "flag", [["--top-k", "0"], ["--top-k", "a"], ["--top-k", ""], ["--top-k", "1,,5"],
+             ["--top-k", "1.5"], ["--bins", "0"], ["--bins", "x"], ["--bins", "-2"]],
+)  # fmt: skip
+def test_bad_top_k_or_bins_is_a_usage_error(capsys, flag):
+    with pytest.raises(SystemExit) as exc:
+        main(["score", str(DIGITS), *flag])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and flag[0] in err
 
 
 # --------------------------------------------------------------------------------------------------
