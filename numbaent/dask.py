@@ -14,8 +14,9 @@ How the work is split
   function (``numbaent.softmax_cross_entropy(block, ...)`` and so on) in one task. This is the
   fast path; chunk so that a block is 64-256 MB (see ``docs/scaling.md``).
 * **Class chunks** (several chunks along the class axis), logit space: :func:`logsumexp`,
-  :func:`softmax_entropy`, :func:`log_softmax`, :func:`softmax`, :func:`score` (without a teacher)
-  and :func:`softmax_cross_entropy` with integer labels (``weight`` allowed, no
+  :func:`softmax_entropy`, :func:`log_softmax`, :func:`softmax`, :func:`score` (without a
+  teacher, at temperature 1; no ``confidence``, ``margin``, ``rank`` or ``brier`` yet) and
+  :func:`softmax_cross_entropy` with integer labels (``weight`` allowed, no
   ``label_smoothing``) reduce each block to a :class:`numbaent.LogitState` and merge the states of
   a row's class blocks in a tree (``SPLIT_EVERY`` at a time, :func:`dask.array.reduction`); exact,
   and no task ever holds more than one block of logits. :func:`log_softmax` / :func:`softmax`
@@ -24,9 +25,10 @@ How the work is split
   are sums over classes, so each block is reduced on its own and the per-block sums are added
   (in float64). With ``normalize=True`` the row sums are computed first (the inputs are read twice).
 * Anything else with class chunks (soft targets or ``label_smoothing`` in
-  :func:`softmax_cross_entropy`, :func:`softmax_kl_divergence`, :func:`score` with a teacher) is
-  rechunked to a single class chunk first: each task then holds ``rows_per_chunk x C`` values
-  (of each input), and the rechunk moves every byte of the logits between workers once.
+  :func:`softmax_cross_entropy`, :func:`softmax_kl_divergence`, :func:`score` with a teacher or
+  a temperature other than 1) is rechunked to a single class chunk first: each task then holds
+  ``rows_per_chunk x C`` values (of each input), and the rechunk moves every byte of the logits
+  between workers once.
 
 Backends: ``backend`` is passed to every block's call; ``None`` / ``"auto"`` picks ``"cuda"`` for
 CuPy-backed chunks (results stay CuPy-backed) and ``"cpu"`` for NumPy chunks. The cpu backend's
@@ -67,7 +69,7 @@ from . import _validate as v
 from . import logits as _logits
 from . import probability as _prob
 from ._sequences import SequenceScores
-from ._summary import SummaryState
+from ._summary import SummaryState, check_bins, check_top_k
 from ._types import Scores, to_numpy
 from .partial import combine as _combine_states
 from .partial import partial_state
@@ -875,21 +877,26 @@ class DaskScores(Scores):
     """:class:`numbaent.Scores` whose per-row fields are lazy dask arrays (from :func:`score`).
 
     :meth:`summary` and :meth:`compute` run ONE Dask computation for all fields (computing the
-    fields one by one would score the logits once per field)."""
+    fields one by one would score the logits once per field). Scores of class-chunked logits
+    (merged partial states) have no ``confidence``, ``margin``, ``rank`` or ``brier`` (None), and
+    their summaries no ``top_k_accuracy``, ``brier``, ``ece``, ``mce`` or ``confidence`` (None);
+    row-chunked logits have them all."""
 
-    def summary(self, **compute_kwargs) -> dict:
-        """As :meth:`numbaent.Scores.summary` (means over non-ignored rows), computed in one pass;
-        keyword arguments go to :func:`dask.compute`. The same dict, bit for bit, as the summary
-        of the computed scores: one exact ``SummaryState`` per row chunk, merged."""
-        return self.summary_state(**compute_kwargs).result()
+    def summary(self, *, top_k=(1, 5), bins: int = 15, **compute_kwargs) -> dict:
+        """As :meth:`numbaent.Scores.summary` (means over non-ignored rows, top-k accuracy and
+        calibration errors), computed in one pass; other keyword arguments go to
+        :func:`dask.compute`. The same dict, bit for bit, as the summary of the computed scores:
+        one exact ``SummaryState`` per row chunk, merged."""
+        return self.summary_state(top_k=top_k, bins=bins, **compute_kwargs).result()
 
-    def summary_state(self, **compute_kwargs) -> SummaryState:
+    def summary_state(self, *, top_k=(1, 5), bins: int = 15, **compute_kwargs) -> SummaryState:
         """The merged :class:`SummaryState` of the row chunks (one Dask computation)."""
+        top_k, bins = check_top_k(top_k), check_bins(bins)  # before anything is computed
         names = [f for f in _STATE_FIELDS if getattr(self, f) is not None]
         ref = self.logsumexp
         blocks = [getattr(self, f).rechunk(ref.chunks).to_delayed().ravel() for f in names]
         parts = [
-            dask.delayed(_block_state)(names, self.base, *block)
+            dask.delayed(_block_state)(names, self.base, top_k, bins, *block)
             for block in zip(*blocks, strict=True)
         ]
         (states,) = dask.compute(parts, **compute_kwargs)
@@ -907,12 +914,13 @@ class DaskScores(Scores):
         return Scores(base=self.base, **done)
 
 
-_STATE_FIELDS = ("logsumexp", "ignored", "cross_entropy", "correct", "entropy", "kl_divergence")
+_STATE_FIELDS = ("logsumexp", "ignored", "cross_entropy", "correct", "entropy", "kl_divergence",
+                 "confidence", "rank", "brier")  # fmt: skip
 
 
-def _block_state(names, base, *arrays):
+def _block_state(names, base, top_k, bins, *arrays):
     fields = dict(zip(names, arrays, strict=True))
-    return Scores(argmax=None, base=base, **fields).summary_state()
+    return Scores(argmax=None, base=base, **fields).summary_state(top_k=top_k, bins=bins)
 
 
 def _score_block(xb, *rest, has_labels, has_teacher, kw):
@@ -938,17 +946,24 @@ def score(
 ) -> DaskScores:
     """:func:`numbaent.score` of dask arrays: a :class:`DaskScores` of lazy per-row arrays.
 
-    Each row block is scored in one pass (one task per block); with class chunks and no teacher
-    the blocks' partial states are merged instead; with class chunks and a teacher the class axis
-    is rechunked to one chunk. ``.summary()`` computes the summary in one Dask pass.
+    Each row block is scored in one pass (one task per block); with class chunks, no teacher and
+    temperature 1 the blocks' partial states are merged instead; with class chunks and a teacher
+    or another temperature the class axis is rechunked to one chunk. ``.summary()`` computes the summary in one Dask pass. Merged
+    partial states have no ``confidence``, ``margin``, ``rank`` or ``brier`` yet: where they are
+    merged these fields are None, and so are the summary's ``top_k_accuracy``,
+    ``brier``, ``ece``, ``mce`` and ``confidence``.
 
     Examples
     --------
     >>> import numpy as np, dask.array as da, numbaent.dask as nd
     >>> x = da.from_array(np.log([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]), chunks=(1, 3))
     >>> s = nd.score(x, da.from_array(np.array([0, -100]), chunks=1))
-    >>> {k: v if v is None else round(v, 4) for k, v in s.summary().items()}
-    {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1, 'nan_rows': 0}
+    >>> {k: v if v is None or isinstance(v, dict) else round(v, 4)
+    ...  for k, v in s.summary(top_k=(1, 2)).items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'cross_entropy': 0.6931, 'perplexity': 2.0, 'accuracy': 1.0,
+     'top_k_accuracy': {1: 1.0, 2: 1.0}, 'brier': 0.375, 'ece': 0.5, 'mce': 0.5,
+     'confidence': 0.5, 'entropy': 1.0397, 'kl_divergence': None, 'rows': 2, 'ignored': 1,
+     'nan_rows': 0}
     >>> s.argmax.compute()
     array([0, 1])
     """
@@ -972,7 +987,9 @@ def score(
         y = None if y is None else y[None]
         tq = None if tq is None else tq[None, :]
     dtype = _result_dtype(x)
-    if _class_chunked(x) and tq is None:
+    # partial states: no temperature (it applies to every field), no confidence, margin, rank, brier
+    states = _class_chunked(x) and tq is None and t == 1.0
+    if states:
         st = _states(x, y, ignore_index, backend)
         obj = _state_field(st, x, _finish_scores, object, base=base, c=x.shape[-1])
     else:
@@ -998,6 +1015,9 @@ def score(
         f = obj.map_blocks(_field, name, _device_like(x, dt), dtype=dt, meta=_meta(x, k, dt))
         return _squeeze_row(f, one_d)
 
+    def evaluator(name, dt, needs_labels=False):
+        return None if states or (needs_labels and y is None) else field(name, dt)
+
     return DaskScores(
         logsumexp=field("logsumexp", dtype),
         entropy=field("entropy", dtype),
@@ -1007,4 +1027,8 @@ def score(
         kl_divergence=None if tq is None else field("kl_divergence", dtype),
         ignored=None if y is None else field("ignored", np.bool_),
         base=base,
+        confidence=evaluator("confidence", dtype),
+        margin=evaluator("margin", dtype),
+        rank=evaluator("rank", np.int64, needs_labels=True),
+        brier=evaluator("brier", dtype, needs_labels=True),
     )

@@ -44,11 +44,25 @@ def close(got, ref, rtol=1e-12):
         np.testing.assert_allclose(got_a, ref, rtol=rtol, atol=rtol, equal_nan=True)
 
 
-def same_summary(got, ref):
+#: fields of numbaent.score that merged partial states (class chunks) do not have yet, and the
+#: summary keys that need them
+NO_STATE_FIELDS = ("confidence", "margin", "rank", "brier")
+NO_STATE_KEYS = ("top_k_accuracy", "brier", "ece", "mce", "confidence")
+
+
+def same_summary(got, ref, class_chunked=False):
+    """``got`` equals ``ref`` to 1e-12 relative; of class-chunked scores (partial states) the keys
+    that need the evaluator fields are None instead."""
     assert got.keys() == ref.keys()
     for k, v in ref.items():
-        if v is None:
+        if class_chunked and k in NO_STATE_KEYS:
             assert got[k] is None, k
+        elif v is None:
+            assert got[k] is None, k
+        elif isinstance(v, dict):  # top_k_accuracy
+            assert got[k].keys() == v.keys(), k
+            for kk, vv in v.items():
+                assert got[k][kk] == pytest.approx(vv, rel=1e-12, nan_ok=True), (k, kk)
         else:
             assert got[k] == pytest.approx(v, rel=1e-12, nan_ok=True), k
 
@@ -173,15 +187,20 @@ def test_score_and_summary(chunks):
     y = labels_for(rng)
     t = rng.standard_normal((N, C))
     dx, dy = da.from_array(x, chunks=chunks), da.from_array(y, chunks=chunks[0])
-    for teacher in (None, t):
+    for teacher, temperature in ((None, 2.0), (t, 2.0), (None, 1.0), (t, 1.0)):
         dt = None if teacher is None else da.from_array(teacher, chunks=chunks)
-        s = nd.score(dx, dy, teacher_logits=dt, temperature=2.0, base=2)
-        ref = numbaent.score(x, y, teacher_logits=teacher, temperature=2.0, base=2)
+        s = nd.score(dx, dy, teacher_logits=dt, temperature=temperature, base=2)
+        ref = numbaent.score(x, y, teacher_logits=teacher, temperature=temperature, base=2)
         assert isinstance(s, nd.DaskScores) and isinstance(s.logsumexp, da.Array)
+        # partial states (class chunks, no teacher, temperature 1) lack the evaluator fields
+        states = chunks[1] != C and teacher is None and temperature == 1.0
         got = s.compute()
         for name, arr in ref.as_dict().items():
-            close(getattr(got, name), arr)
-        same_summary(s.summary(), ref.summary())
+            if states and name in NO_STATE_FIELDS:
+                assert getattr(s, name) is None and getattr(got, name) is None, name
+            else:
+                close(getattr(got, name), arr)
+        same_summary(s.summary(), ref.summary(), class_chunked=states)
     s = nd.score(dx)  # no labels
     assert s.cross_entropy is None and s.summary()["accuracy"] is None
     close(s.argmax, numbaent.score(x).argmax)
@@ -356,7 +375,8 @@ def test_distributed_local_cluster():
                 numbaent.softmax_cross_entropy(x, y, reduction="mean"), rel=1e-12
             )
             np.testing.assert_allclose(lse, numbaent.logsumexp(x), rtol=1e-12)
-            same_summary(nd.score(dx, dy).summary(), numbaent.score(x, y).summary())
+            same_summary(nd.score(dx, dy).summary(), numbaent.score(x, y).summary(),
+                         class_chunked=chunks[1] != 60)  # fmt: skip
         assert len(client.scheduler_info()["workers"]) == 2
     assert client.status == "closed"
 
@@ -389,3 +409,46 @@ def test_bad_label_gives_the_in_memory_error(chunks, label):
                 res.compute()
         assert str(got.value) == str(want.value)
         assert f"label {label} at row 13 is outside [0, 300)" in str(got.value)
+
+
+def test_row_chunks_carry_the_evaluator_fields_and_the_summary_options():
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, C)) * 3
+    x[4] = 2.5  # a tie at the top: margin 0, rank by index
+    y = labels_for(rng)
+    dx, dy = da.from_array(x, chunks=(10, C)), da.from_array(y, chunks=10)
+    s = nd.score(dx, dy, temperature=1.5)
+    ref = numbaent.score(x, y, temperature=1.5)
+    for name in NO_STATE_FIELDS:
+        assert isinstance(getattr(s, name), da.Array), name
+        close(getattr(s, name), getattr(ref, name))
+    assert s.margin.compute()[4] == 0 and s.rank.dtype == np.int64
+    for opts in ({}, {"top_k": (1, 2, 29), "bins": 4}, {"top_k": 3, "bins": 1}):
+        want = ref.summary(**opts)
+        assert s.summary(**opts) == want  # exact states per row chunk: bit for bit
+        assert s.summary_state(**opts).result() == want
+    with pytest.raises(ValueError, match="do not merge"):
+        s.summary_state(top_k=(1,)).merge(ref.summary_state())
+    for bad in ({"top_k": (0,)}, {"bins": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            s.summary(**bad)
+    # without labels: confidence and margin only
+    s = nd.score(dx)
+    assert s.rank is None and s.brier is None
+    close(s.confidence, numbaent.score(x).confidence)
+    assert s.summary()["ece"] is None and s.summary()["confidence"] is not None
+
+
+def test_class_chunks_leave_the_evaluator_fields_none():
+    """Merged partial states (class chunks, no teacher, temperature 1) have no confidence,
+    margin, rank or brier (None), nor the summary keys that need them (None); the other keys
+    equal the in-memory summary."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((N, C)) * 3
+    y = labels_for(rng)
+    s = nd.score(da.from_array(x, chunks=(10, 7)), da.from_array(y, chunks=10))
+    for name in NO_STATE_FIELDS:
+        assert getattr(s, name) is None and getattr(s.compute(), name) is None, name
+    got = s.summary(top_k=(1, 3), bins=10)
+    same_summary(got, numbaent.score(x, y).summary(top_k=(1, 3), bins=10), class_chunked=True)
+    assert got["accuracy"] is not None and got["top_k_accuracy"] is None
