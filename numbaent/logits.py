@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _op
 from . import _validate as v
 
@@ -74,6 +76,7 @@ def softmax(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, ou
 def softmax_entropy(
     logits: ArrayLike,
     *,
+    temperature: float = 1.0,
     base: float | None = None,
     axis: int = -1,
     reduction: str = "none",
@@ -81,7 +84,8 @@ def softmax_entropy(
     backend: str | None = None,
     out=None,
 ):
-    """Entropy of softmax(logits) per row, in one pass: H = log S - sum e (x - m) / S.
+    """Entropy of softmax(logits / T) per row, in one pass: H = log S - sum e u / S with
+    u = (x - m) / T, e = exp(u) (x / T itself is never formed).
 
     Examples
     --------
@@ -90,12 +94,19 @@ def softmax_entropy(
     array([2., 2.])
     """
     divisor = v.options(base, reduction, nan_policy)
+    t = v.check_temperature(temperature)
     with _op.space(backend, logits) as sp:
         rows = sp.rows(sp.logits(logits, "logits"), axis, "logits")
-        target, final = sp.per_row(
-            out, rows.batch, v.math_dtype(rows.data), reduction, (rows.data,)
-        )
-        sp.k.softmax_entropy(rows.data, target)
+        dtype = v.math_dtype(rows.data)
+        target, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data,))
+        if t == 1.0:
+            sp.k.softmax_entropy(rows.data, target)
+        else:  # score's one pass at the temperature; its other per-row fields are dropped
+            outs = {
+                k: sp.empty(rows.batch, dtype)[1] for k in ("logsumexp", "confidence", "margin")
+            }
+            outs.update(entropy=target, argmax=sp.empty(rows.batch, np.int64)[1])
+            sp.k.score(rows.data, None, -100, None, 1.0 / t, outs)
         return sp.finish(target, rows.batch, final, out, divisor=divisor, reduction=reduction,
                          nan_policy=nan_policy, nan_inputs={"logits": rows.data})  # fmt: skip
 

@@ -17,7 +17,7 @@ from numbaent._kernels import _blocks, cpu_logits, cpu_prob, cpu_score
 HOT = {
     _blocks: [
         "block_max", "block_sumexp", "block_sumexp_max", "block_sumexp_t_max", "block_sumexp_t",
-        "_raw_max16", "_sumexp_pairs", "_sumexpk_pairs", "block_max_min",
+        "_raw_max16", "_sumexp_pairs", "_sumexpk_pairs", "block_max_min", "block_rank",
     ],
     cpu_logits: ["_blk_linear", "blk_kl", "blk_kl_max"],
     cpu_prob: ["_blk_entropy", "_blk_pq", "_blk_js"],
@@ -41,6 +41,9 @@ def workload():
     ne.softmax_kl_divergence(t, x)
     ne.score(x, y, teacher_logits=t)
     ne.score(x, y, teacher_logits=t, temperature=2.0)
+    ne.score(x, y)
+    ne.score(x, y, temperature=2.0)
+    ne.score(x.astype(ml_dtypes.bfloat16), y)
     ne.entropy(p)
     ne.kl_divergence(p, q)
     ne.js_divergence(p, q)

@@ -140,3 +140,18 @@ def test_sklearn_parity(rng):
     # the multiclass Brier score: sklearn's brier_score_loss takes probabilities per class
     want = sk.brier_score_loss(y, p, labels=range(c))
     assert np.mean(s.brier) == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, BF16], ids=str)
+def test_softmax_entropy_at_a_temperature(backend, dtype, rng):
+    x = logits(rng, (9, 1500), dtype, scale=6.0)
+    for temperature in (0.3, 2.0):
+        got = ne.softmax_entropy(x, temperature=temperature, backend=backend)
+        ref = ne.softmax_entropy(f64(x) / temperature, backend="numpy")
+        assert_close(got, ref, dtype)
+        np.testing.assert_array_equal(
+            got, ne.score(x, temperature=temperature, backend=backend).entropy
+        )
+    with pytest.raises(ValueError, match="temperature"):
+        ne.softmax_entropy(x, temperature=0.0, backend=backend)
