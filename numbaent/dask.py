@@ -15,7 +15,7 @@ How the work is split
   fast path; chunk so that a block is 64-256 MB (see ``docs/scaling.md``).
 * **Class chunks** (several chunks along the class axis), logit space: :func:`logsumexp`,
   :func:`softmax_entropy`, :func:`log_softmax`, :func:`softmax`, :func:`score` (without a
-  teacher, at temperature 1; no ``confidence``, ``margin``, ``rank`` or ``brier`` yet) and
+  teacher, at temperature 1; no ``rank``: see :func:`score`) and
   :func:`softmax_cross_entropy` with integer labels (``weight`` allowed, no
   ``label_smoothing``) reduce each block to a :class:`numbaent.LogitState` and merge the states of
   a row's class blocks in a tree (``SPLIT_EVERY`` at a time, :func:`dask.array.reduction`); exact,
@@ -878,9 +878,8 @@ class DaskScores(Scores):
 
     :meth:`summary` and :meth:`compute` run ONE Dask computation for all fields (computing the
     fields one by one would score the logits once per field). Scores of class-chunked logits
-    (merged partial states) have no ``confidence``, ``margin``, ``rank`` or ``brier`` (None), and
-    their summaries no ``top_k_accuracy``, ``brier``, ``ece``, ``mce`` or ``confidence`` (None);
-    row-chunked logits have them all."""
+    (merged partial states) have no ``rank`` (None), and their summaries no ``top_k_accuracy``
+    (None); row-chunked logits have every field."""
 
     def summary(self, *, top_k=(1, 5), bins: int = 15, **compute_kwargs) -> dict:
         """As :meth:`numbaent.Scores.summary` (means over non-ignored rows, top-k accuracy and
@@ -948,10 +947,10 @@ def score(
 
     Each row block is scored in one pass (one task per block); with class chunks, no teacher and
     temperature 1 the blocks' partial states are merged instead; with class chunks and a teacher
-    or another temperature the class axis is rechunked to one chunk. ``.summary()`` computes the summary in one Dask pass. Merged
-    partial states have no ``confidence``, ``margin``, ``rank`` or ``brier`` yet: where they are
-    merged these fields are None, and so are the summary's ``top_k_accuracy``,
-    ``brier``, ``ece``, ``mce`` and ``confidence``.
+    or another temperature the class axis is rechunked to one chunk. ``.summary()`` computes the
+    summary in one Dask pass. Merged partial states give every field but ``rank``, which needs
+    the label's logit in every class block (a second read of the logits): with class chunks,
+    no teacher and temperature 1, ``rank`` is None, and so is the summary's ``top_k_accuracy``.
 
     Examples
     --------
@@ -987,7 +986,7 @@ def score(
         y = None if y is None else y[None]
         tq = None if tq is None else tq[None, :]
     dtype = _result_dtype(x)
-    # partial states: no temperature (it applies to every field), no confidence, margin, rank, brier
+    # partial states: no temperature (it applies to every field), no rank
     states = _class_chunked(x) and tq is None and t == 1.0
     if states:
         st = _states(x, y, ignore_index, backend)
@@ -1016,7 +1015,9 @@ def score(
         return _squeeze_row(f, one_d)
 
     def evaluator(name, dt, needs_labels=False):
-        return None if states or (needs_labels and y is None) else field(name, dt)
+        if (needs_labels and y is None) or (states and name == "rank"):
+            return None  # (merged states know a rank only where the label's logit was passed)
+        return field(name, dt)
 
     return DaskScores(
         logsumexp=field("logsumexp", dtype),

@@ -44,10 +44,11 @@ def close(got, ref, rtol=1e-12):
         np.testing.assert_allclose(got_a, ref, rtol=rtol, atol=rtol, equal_nan=True)
 
 
-#: fields of numbaent.score that merged partial states (class chunks) do not have yet, and the
-#: summary keys that need them
-NO_STATE_FIELDS = ("confidence", "margin", "rank", "brier")
-NO_STATE_KEYS = ("top_k_accuracy", "brier", "ece", "mce", "confidence")
+#: the evaluator fields of numbaent.score; merged partial states (class chunks) have all but the
+#: rank (it needs the label's logit in every class block), so their summary has no top-k
+EVALUATOR_FIELDS = ("confidence", "margin", "rank", "brier")
+NO_STATE_FIELDS = ("rank",)
+NO_STATE_KEYS = ("top_k_accuracy",)
 
 
 def same_summary(got, ref, class_chunked=False):
@@ -192,7 +193,7 @@ def test_score_and_summary(chunks):
         s = nd.score(dx, dy, teacher_logits=dt, temperature=temperature, base=2)
         ref = numbaent.score(x, y, teacher_logits=teacher, temperature=temperature, base=2)
         assert isinstance(s, nd.DaskScores) and isinstance(s.logsumexp, da.Array)
-        # partial states (class chunks, no teacher, temperature 1) lack the evaluator fields
+        # partial states (class chunks, no teacher, temperature 1) have no rank
         states = chunks[1] != C and teacher is None and temperature == 1.0
         got = s.compute()
         for name, arr in ref.as_dict().items():
@@ -419,7 +420,7 @@ def test_row_chunks_carry_the_evaluator_fields_and_the_summary_options():
     dx, dy = da.from_array(x, chunks=(10, C)), da.from_array(y, chunks=10)
     s = nd.score(dx, dy, temperature=1.5)
     ref = numbaent.score(x, y, temperature=1.5)
-    for name in NO_STATE_FIELDS:
+    for name in EVALUATOR_FIELDS:
         assert isinstance(getattr(s, name), da.Array), name
         close(getattr(s, name), getattr(ref, name))
     assert s.margin.compute()[4] == 0 and s.rank.dtype == np.int64
@@ -439,16 +440,19 @@ def test_row_chunks_carry_the_evaluator_fields_and_the_summary_options():
     assert s.summary()["ece"] is None and s.summary()["confidence"] is not None
 
 
-def test_class_chunks_leave_the_evaluator_fields_none():
-    """Merged partial states (class chunks, no teacher, temperature 1) have no confidence,
-    margin, rank or brier (None), nor the summary keys that need them (None); the other keys
-    equal the in-memory summary."""
+def test_class_chunks_give_every_evaluator_field_but_the_rank():
+    """Merged partial states (class chunks, no teacher, temperature 1) give confidence, margin
+    and brier, and so the summary's brier, ece, mce and confidence; rank is None, and so is
+    top_k_accuracy."""
     rng = np.random.default_rng(12)
-    x = rng.standard_normal((N, C)) * 3
+    x = logits_with_specials(rng)
     y = labels_for(rng)
     s = nd.score(da.from_array(x, chunks=(10, 7)), da.from_array(y, chunks=10))
-    for name in NO_STATE_FIELDS:
-        assert getattr(s, name) is None and getattr(s.compute(), name) is None, name
+    ref = numbaent.score(x, y)
+    assert s.rank is None and s.compute().rank is None
+    for name in ("confidence", "margin", "brier"):
+        close(getattr(s, name), getattr(ref, name))
     got = s.summary(top_k=(1, 3), bins=10)
-    same_summary(got, numbaent.score(x, y).summary(top_k=(1, 3), bins=10), class_chunked=True)
-    assert got["accuracy"] is not None and got["top_k_accuracy"] is None
+    same_summary(got, ref.summary(top_k=(1, 3), bins=10), class_chunked=True)
+    assert got["top_k_accuracy"] is None and got["nan_rows"] > 0  # NaN rows left out
+    assert not any(math.isnan(got[k]) for k in ("accuracy", "brier", "ece", "mce", "confidence"))
