@@ -141,14 +141,25 @@ def test_score(backend, dtype, shape, temperature, rng):
     y = _labels(rng, shape[0], shape[1])
     got = ne.score(x, y, teacher_logits=t, temperature=temperature, backend=backend)
     ref = ne.score(f64(x), y, teacher_logits=f64(t), temperature=temperature, backend="numpy")
-    for field in ("logsumexp", "entropy", "cross_entropy", "kl_divergence"):
+    fields = ("logsumexp", "entropy", "cross_entropy", "kl_divergence", "confidence", "margin",
+              "brier")  # fmt: skip
+    for field in fields:
         assert_close(getattr(got, field), getattr(ref, field), dtype)
-    np.testing.assert_array_equal(got.argmax, ref.argmax)
-    np.testing.assert_array_equal(got.correct, ref.correct)
+    for field in ("argmax", "correct", "rank"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(ref, field))
     gs, rs = got.summary(), ref.summary()
     assert gs.keys() == rs.keys()
     for k in gs:
-        assert_close(gs[k], rs[k], dtype, scale=10)
+        if k == "top_k_accuracy":  # from the ranks, which are equal: exactly equal
+            assert gs[k] == rs[k] or np.isnan(list(rs[k].values())).all()
+        elif k in ("ece", "mce"):
+            # the calibration bins come from float32 confidences here, float64 in the oracle: a
+            # row within rounding of a bin edge may land in the neighbouring bin. The state of the
+            # oracle's own rows with the backend's confidences must match exactly.
+            mixed = ne.Scores(**{**ref.as_dict(), "confidence": got.confidence.astype(np.float64)})
+            assert_close(gs[k], mixed.summary()[k], dtype, scale=10)
+        else:
+            assert_close(gs[k], rs[k], dtype, scale=10)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -965,15 +965,18 @@ def test_score(backend, data):
     td = tol_dtype(x)
     np.testing.assert_array_equal(got.argmax, ref.argmax, err_msg=what)
     assert got.argmax.dtype == np.int64
-    for field in ("correct", "ignored"):
+    for field in ("correct", "ignored", "rank"):
         g, r = getattr(got, field), getattr(ref, field)
         assert (g is None) == (r is None), field
         if g is not None:
-            assert g.dtype == np.bool_
+            assert g.dtype == (np.int64 if field == "rank" else np.bool_)
             np.testing.assert_array_equal(g, r, err_msg=f"{what}.{field}")
     scales = {
         "logsumexp": None,
-        "entropy": logit_scale(x64),
+        "entropy": logit_scale(x64 / temperature),
+        "confidence": None,
+        "margin": None,
+        "brier": None,
         "cross_entropy": None,
         "kl_divergence": None
         if t64 is None
@@ -1007,8 +1010,9 @@ def test_partial_states(backend, data):
         y[rng.random(n) < 0.2] = -100  # ignored rows (the default ignore_index)
     cuts = draw(st.lists(st.integers(1, max(1, c - 1)), max_size=3, unique=True), label="cuts")
     bounds = [0] + sorted(k for k in cuts if 0 < k < c) + [c]
+    ll = None if y is None or not c else x[np.arange(n), np.where(y < 0, 0, y)]  # x[label]
     states = [
-        partial_state(x[:, a:b], y, class_offset=a, backend=backend)
+        partial_state(x[:, a:b], y, class_offset=a, label_logits=ll, backend=backend)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     order = draw(st.permutations(range(len(states))), label="order")
@@ -1021,11 +1025,15 @@ def test_partial_states(backend, data):
     np.testing.assert_array_equal(got.argmax, ref.argmax, err_msg=what)
     if y is not None:
         np.testing.assert_array_equal(got.correct, ref.correct, err_msg=what)
+        np.testing.assert_array_equal(got.rank, ref.rank, err_msg=what)
     odt, td = out_dtype(x), tol_dtype(x)
     for field, sc in (
         ("logsumexp", None),
         ("entropy", logit_scale(f64(x))),
         ("cross_entropy", None),
+        ("confidence", None),
+        ("margin", None),
+        ("brier", None),
     ):
         g, r = getattr(got, field), getattr(ref, field)
         assert (g is None) == (r is None), field
