@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pair-reps",
         type=int,
         default=None,
-        help="repetitions of the paired ratios (bf16/f32 CE, score/softmax_kl; default 15, "
-        "--quick 1)",
+        help="repetitions of the paired ratios (bf16/f32 CE, score/softmax_kl, score/softmax_ce, "
+        "score+teacher/score; default 15, --quick 1)",
     )
     p.add_argument("--no-pairs", action="store_true", help="skip the paired ratios")
     p.add_argument("--no-peers", action="store_true", help="only numbaent's own backends")

@@ -107,6 +107,9 @@ def _numbaent_fn(ne: Any, kind: str, a: dict[str, Any], backend: str) -> Callabl
         f, lp, lq = ne.softmax_kl_divergence, a["logits_p"], a["logits_q"]
         return lambda: f(lp, lq, backend=backend)
     if kind == "score":
+        f, x, y = ne.score, a["logits"], a["labels"]
+        return lambda: f(x, y, backend=backend)
+    if kind == "score_teacher":
         f, x, y, t = ne.score, a["logits"], a["labels"], a["teacher"]
         return lambda: f(x, y, teacher_logits=t, backend=backend)
     raise ValueError(kind)
@@ -215,23 +218,34 @@ def _prepare_scipy(wl: Workload, inputs: Inputs) -> Callable[[], Any]:
         return lambda: special.rel_entr(
             special.softmax(f32(a["logits_p"]), axis=1), special.softmax(f32(a["logits_q"]), axis=1)
         ).sum(axis=1)
-    if wl.kind == "score":
+    if wl.kind in ("score", "score_teacher"):
+        teacher = wl.kind == "score_teacher"
 
         def run() -> Any:
+            # SciPy's softmax, then NumPy for what SciPy has no function for (top-2, rank, Brier)
             x, lab = f32(a["logits"]), a["labels"]
             ls = special.log_softmax(x, axis=1)
             p = np.exp(ls)
             am = x.argmax(axis=1)
-            return {
+            top2 = np.partition(p, -2, axis=1)[:, -2:]
+            x_y = np.take_along_axis(x, lab[:, None], axis=1)
+            p_y = np.take_along_axis(p, lab[:, None], axis=1)[:, 0]
+            out = {
                 "logsumexp": special.logsumexp(x, axis=1),
                 "entropy": special.entr(p).sum(axis=1),
                 "argmax": am,
+                "confidence": p.max(axis=1),
+                "margin": top2[:, 1] - top2[:, 0],
                 "cross_entropy": -np.take_along_axis(ls, lab[:, None], axis=1)[:, 0],
                 "correct": am == lab,
-                "kl_divergence": special.rel_entr(
-                    special.softmax(f32(a["teacher"]), axis=1), p
-                ).sum(axis=1),
+                "rank": (x > x_y).sum(axis=1),  # strictly above (ties not counted)
+                "brier": (p * p).sum(axis=1) - 2 * p_y + 1,
             }
+            if teacher:
+                out["kl_divergence"] = special.rel_entr(
+                    special.softmax(f32(a["teacher"]), axis=1), p
+                ).sum(axis=1)
+            return out
 
         return run
     raise ValueError(wl.kind)
@@ -257,22 +271,32 @@ def _torch_fn(torch: Any, kind: str, t: dict[str, Any]) -> Callable[[], Any]:
         return lambda: F.kl_div(
             F.log_softmax(lq, -1), F.log_softmax(lp, -1), log_target=True, reduction="none"
         ).sum(-1)
-    if kind == "score":
-        x, y, tt = t["logits"], t["labels"], t["teacher"]
+    if kind in ("score", "score_teacher"):
+        x, y, tt = t["logits"], t["labels"], t.get("teacher")
 
         def run() -> Any:
             ls = F.log_softmax(x, -1)
+            p = ls.exp()
             am = x.argmax(-1)
-            return {
+            top2 = torch.topk(p, 2, dim=-1).values
+            out = {
                 "logsumexp": torch.logsumexp(x, -1),
-                "entropy": -(ls.exp() * ls).sum(-1),
+                "entropy": -(p * ls).sum(-1),
                 "argmax": am,
+                "confidence": p.amax(-1),
+                "margin": top2[:, 0] - top2[:, 1],
                 "cross_entropy": F.nll_loss(ls, y, reduction="none"),
                 "correct": am == y,
-                "kl_divergence": F.kl_div(
-                    ls, F.log_softmax(tt, -1), log_target=True, reduction="none"
-                ).sum(-1),
+                # strictly above the label (ties not counted: a second compare for rare rows)
+                "rank": (x > x.gather(1, y[:, None])).sum(-1),
+                # sum_j (p_j - [j == y])^2 expanded: no (R, C) one-hot to build
+                "brier": (p * p).sum(-1) - 2 * p.gather(1, y[:, None])[:, 0] + 1,
             }
+            if tt is not None:
+                out["kl_divergence"] = F.kl_div(
+                    ls, F.log_softmax(tt, -1), log_target=True, reduction="none"
+                ).sum(-1)
+            return out
 
         return run
     raise ValueError(kind)
@@ -338,19 +362,35 @@ def _jax_fns(jax: Any) -> dict[str, Any]:
         lb = jax.nn.log_softmax(f32(b), axis=1)
         return (jnp.exp(la) * (la - lb)).sum(1)
 
-    def score(x: Any, y: Any, t: Any) -> Any:
+    def score_fields(x: Any, y: Any) -> tuple[dict[str, Any], Any]:
         x = f32(x)
         ls = jax.nn.log_softmax(x, axis=1)
-        lt = jax.nn.log_softmax(f32(t), axis=1)
+        p = jnp.exp(ls)
         am = x.argmax(1)
-        return {
+        top2 = jax.lax.top_k(p, 2)[0]
+        x_y = jnp.take_along_axis(x, y[:, None], axis=1)
+        p_y = jnp.take_along_axis(p, y[:, None], axis=1)[:, 0]
+        out = {
             "logsumexp": jax.nn.logsumexp(x, axis=1),
-            "entropy": -(jnp.exp(ls) * ls).sum(1),
+            "entropy": -(p * ls).sum(1),
             "argmax": am,
+            "confidence": p.max(1),
+            "margin": top2[:, 0] - top2[:, 1],
             "cross_entropy": -jnp.take_along_axis(ls, y[:, None], axis=1)[:, 0],
             "correct": am == y,
-            "kl_divergence": (jnp.exp(lt) * (lt - ls)).sum(1),
+            "rank": (x > x_y).sum(1),  # strictly above the label (ties not counted)
+            "brier": (p * p).sum(1) - 2 * p_y + 1,
         }
+        return out, ls
+
+    def score(x: Any, y: Any) -> Any:
+        return score_fields(x, y)[0]
+
+    def score_teacher(x: Any, y: Any, t: Any) -> Any:
+        out, ls = score_fields(x, y)
+        lt = jax.nn.log_softmax(f32(t), axis=1)
+        out["kl_divergence"] = (jnp.exp(lt) * (lt - ls)).sum(1)
+        return out
 
     for name, f in [
         ("ce", ce),
@@ -358,6 +398,7 @@ def _jax_fns(jax: Any) -> dict[str, Any]:
         ("kl", kl),
         ("softmax_kl", softmax_kl),
         ("score", score),
+        ("score_teacher", score_teacher),
     ]:
         _JAX_FNS[name] = jax.jit(f)
     return _JAX_FNS

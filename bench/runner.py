@@ -21,8 +21,31 @@ from bench.workloads import Workload
 
 RTOL = 1e-3  # loose sanity tolerance vs the reference (relative, see compare())
 RTOL_HALF = 1e-2  # results returned in bfloat16 / float16 (e.g. torch on bf16 input)
-FLOAT_FIELDS = ("value", "logsumexp", "entropy", "cross_entropy", "kl_divergence")
-INT_FIELDS = ("argmax",)
+FLOAT_FIELDS = (
+    "value",
+    "logsumexp",
+    "entropy",
+    "confidence",
+    "margin",
+    "cross_entropy",
+    "brier",
+    "kl_divergence",
+)
+INT_FIELDS = ("argmax",)  # agree on >= 99.9% of rows
+EXACT_INT_FIELDS = ("rank",)  # equal on every row, but for the rows with ties (compare())
+SCORE_FIELDS = (
+    "logsumexp",
+    "entropy",
+    "argmax",
+    "confidence",
+    "margin",
+    "cross_entropy",
+    "correct",
+    "rank",
+    "brier",
+    "kl_divergence",
+)
+SCORE_KINDS = ("score", "score_teacher")
 
 
 @dataclass
@@ -90,8 +113,7 @@ def as_fields(raw: Any) -> dict[str, Any]:
     if isinstance(raw, dict):
         return dict(raw)
     if hasattr(raw, "cross_entropy") and hasattr(raw, "logsumexp"):  # numbaent.Scores
-        names = ("logsumexp", "entropy", "argmax", "cross_entropy", "correct", "kl_divergence")
-        return {n: getattr(raw, n) for n in names}
+        return {n: getattr(raw, n, None) for n in SCORE_FIELDS}
     return {"value": raw}
 
 
@@ -106,12 +128,19 @@ def to_host_fields(raw: Any) -> tuple[dict[str, np.ndarray], bool]:
 
 
 def compare(
-    got: dict[str, np.ndarray], ref: dict[str, np.ndarray], rtol: float
+    got: dict[str, np.ndarray],
+    ref: dict[str, np.ndarray],
+    rtol: float,
+    rank_window: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[bool, float | None, str]:
     """Float fields: max |g - r| / (|r| + mean|r|) <= rtol, NaNs in the same places.
-    Integer fields (argmax): agree on >= 99.9% of rows. Returns (ok, max_rel_err, note)."""
+    Integer fields (argmax): agree on >= 99.9% of rows. ``rank``: equal on every row, except that
+    a row whose label's logit ties other classes may give any count from the strict one (classes
+    with x_j > x_y) to the strict one plus every tie: ``rank_window`` = (those two counts per row,
+    from the inputs; without it every row must be equal). numbaent counts the ties at a lower
+    index, the peers' ``(x > x_y).sum()`` none. Returns (ok, max_rel_err, note)."""
     worst, notes, compared = 0.0, [], 0
-    for name in FLOAT_FIELDS + INT_FIELDS:
+    for name in FLOAT_FIELDS + INT_FIELDS + EXACT_INT_FIELDS:
         if name not in ref:
             continue
         if name not in got:
@@ -126,6 +155,14 @@ def compare(
             frac = float(np.mean(g != r)) if r.size else 0.0
             if frac > 1e-3:
                 notes.append(f"{name}: {frac:.2%} rows differ")
+            continue
+        if name in EXACT_INT_FIELDS:
+            differ = g != r
+            if rank_window is not None and differ.any():
+                lo, hi = rank_window
+                differ &= (g < lo) | (g > hi)
+            if differ.any():
+                notes.append(f"{name}: {int(differ.sum())} rows differ (beyond ties)")
             continue
         g, r = g.astype(np.float64), r.astype(np.float64)
         nan_g, nan_r = np.isnan(g), np.isnan(r)
@@ -169,9 +206,29 @@ def _reference64(wl: Workload, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
     parts: dict[str, list[np.ndarray]] = {}
     for lo in range(0, wl.rows, step):
         block = {k: v[lo : lo + step] for k, v in inputs.items()}
-        for k, v in to_host_fields(formulas.run(np, wl.kind, block, np.float64))[0].items():
+        out = formulas.run(np, wl.kind, block, np.float64, exact_rank=True)
+        for k, v in to_host_fields(out)[0].items():
             parts.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def rank_window(
+    wl: Workload, inputs: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """For score workloads, per row: (classes strictly above the label's logit, that plus the
+    other classes equal to it), the counts between which any tie rule's rank lies (compare())."""
+    if wl.kind not in SCORE_KINDS:
+        return None
+    x, y = inputs["logits"], inputs["labels"]
+    step = max(1, 2**24 // max(wl.cols, 1))
+    lo, hi = np.empty(wl.rows, np.int64), np.empty(wl.rows, np.int64)
+    for a in range(0, wl.rows, step):
+        b = slice(a, a + step)
+        xb = x[b].astype(np.float32)  # exact for float32 and bfloat16
+        x_y = np.take_along_axis(xb, y[b, None], axis=1)
+        lo[b] = (xb > x_y).sum(axis=1)
+        hi[b] = (xb >= x_y).sum(axis=1) - 1  # less the label itself
+    return lo, hi
 
 
 def run_workload(
@@ -204,11 +261,15 @@ def run_workload(
     results: dict[str, Result] = {i.key: Result(i.key, "pending") for i in impls}
     active: list[tuple[Impl, Callable[[], Any]]] = []
 
-    ref, ref_name = None, ""
+    ref, ref_name, window = None, "", None
     try:
         ref, ref_name = _reference64(wl, inputs), "harness float64 formula"
     except Exception as e:
         _log(f"[{wl.name}] harness float64 reference failed: {short_error(e)}")
+    try:
+        window = rank_window(wl, inputs)
+    except Exception as e:  # then every rank must equal the reference's
+        _log(f"[{wl.name}] rank tie window failed: {short_error(e)}")
     gc.collect()
 
     # oracle first: its result is the reference for everyone else
@@ -247,7 +308,7 @@ def run_workload(
                 if ref is None:
                     res.check, res.check_detail = "unchecked", "no reference"
                 else:
-                    ok, err, note = compare(got, ref, RTOL_HALF if half else RTOL)
+                    ok, err, note = compare(got, ref, RTOL_HALF if half else RTOL, window)
                     res.max_rel_err = err
                     res.check = "ok" if ok else "MISMATCH"
                     res.check_detail = f"vs {ref_name}" + (f": {note}" if note else "")
@@ -304,7 +365,7 @@ def run_workload(
             )
     fn = None  # drop every closure (and the device arrays it holds) before freeing pools
     active.clear()
-    del fn, active, inputs, ref
+    del fn, active, inputs, ref, window
     _free_device_memory()
     gc.collect()
     return results

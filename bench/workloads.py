@@ -11,8 +11,12 @@ ce             logits (R, C), labels (R,) int64     R*C*s + R*8
 entropy        p (R, C) float32                     R*C*4
 kl             p, q (R, C) float32                  2*R*C*4
 softmax_kl     logits_p, logits_q (R, C) float32    2*R*C*4
-score          logits, teacher (R, C), labels       2*R*C*4 + R*8
+score          logits (R, C), labels (R,) int64     R*C*s + R*8
+score_teacher  logits, teacher (R, C), labels       2*R*C*s + R*8
 =============  ===================================  ==========================================
+
+``score`` is ``numbaent.score(logits, labels)`` (every field but the KL), ``score_teacher`` the same
+with ``teacher_logits`` (every field).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ KIND_INPUTS: dict[str, tuple[str, ...]] = {
     "entropy": ("p",),
     "kl": ("p", "q"),
     "softmax_kl": ("logits_p", "logits_q"),
-    "score": ("logits", "labels", "teacher"),
+    "score": ("logits", "labels"),
+    "score_teacher": ("logits", "labels", "teacher"),
 }
 
 
@@ -70,7 +75,8 @@ class Workload:
             "entropy": "R*C*4 (p)",
             "kl": "2*R*C*4 (p, q)",
             "softmax_kl": "2*R*C*4 (logits_p, logits_q)",
-            "score": "2*R*C*4 + R*8 (logits, teacher, int64 labels)",
+            "score": f"R*C*{s} + R*8 (logits + int64 labels)",
+            "score_teacher": f"2*R*C*{s} + R*8 (logits, teacher, int64 labels)",
         }[self.kind]
 
     @property
@@ -82,7 +88,8 @@ class Workload:
             "entropy": r * c * 4,
             "kl": 2 * r * c * 4,
             "softmax_kl": 2 * r * c * 4,
-            "score": 2 * r * c * 4 + r * 8,
+            "score": r * c * s + r * 8,
+            "score_teacher": 2 * r * c * s + r * 8,
         }[self.kind]
 
     def matches(self, pattern: str) -> bool:
@@ -94,10 +101,10 @@ class Workload:
         """Generate this workload's inputs with a Generator seeded from (seed, nominal name)."""
         rng = np.random.default_rng([seed, zlib.crc32(self.nominal_name.encode())])
         r, c = self.rows, self.cols
-        if self.kind in ("ce", "score"):
+        if self.kind in ("ce", "score", "score_teacher"):
             out = {"logits": _logits(rng, r, c, self.dtype)}
             out["labels"] = rng.integers(0, c, size=r, dtype=np.int64)
-            if self.kind == "score":
+            if self.kind == "score_teacher":
                 out["teacher"] = _logits(rng, r, c, self.dtype)
         elif self.kind == "entropy":
             out = {"p": _probs(rng, r, c)}
@@ -145,7 +152,9 @@ _TABLE: list[tuple[str, str, str, tuple[int, int], tuple[int, int]]] = [
     ("entropy", "entropy", "float32", (65536, 1000), (512, 100)),
     ("kl", "kl", "float32", (65536, 1000), (512, 100)),
     ("softmax_kl", "softmax_kl", "float32", (4096, 32000), (64, 2000)),
-    ("score+teacher", "score", "float32", (4096, 32000), (64, 2000)),
+    ("score", "score", "float32", (4096, 32000), (64, 2000)),
+    ("score", "score", "float32", (65536, 1000), (512, 100)),
+    ("score+teacher", "score_teacher", "float32", (4096, 32000), (64, 2000)),
 ]
 
 
