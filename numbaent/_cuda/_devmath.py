@@ -15,7 +15,9 @@ LSE    (m, S)                                  S = S1 f1 + S2 f2, f = exp(m - M)
 LSET   (m, S, T), T = sum e (x - m)            T' = f (T + (m - M) S)  (T unchanged while m = -inf)
 LIN    (m, S, Csum, A), A = sum c (ref - x)    A' = A + (ref(M) - ref(m)) Csum
 KL     (ma, Sa, mb, Sb, U)                     U' = f U + (db - da) f Sa (``kl_move``, as the CPU)
-SCORE  (m, S, T, Sb, mt, St, U, argmax, nan)   LSET + KL (teacher) + first index of the max / NaN
+SCORE  (m, S, T, S2, m2, argmax, nan           LSET at it = 1 / T_ (S2 = sum e^2: f^2 S2); 2nd max
+       [, mt, St, U] [, rank])                 m2' = max(min(m, m_o), m2, m2_o) (a tie: m); first
+                                               index of the max / NaN; KL (teacher); ranks add
 ====== ======================================  ==================================================
 
 ``ref(m)`` is the running maximum, or 0 while it is -inf (then every term is exp(-inf) = 0, or NaN
@@ -38,7 +40,7 @@ INF = math.inf
 F64 = np.float64
 FULL_MASK = 0xFFFFFFFF
 BIG = 2**62  # "no index yet" for the argmax / first-NaN trackers (exact in float64)
-NC_MAX = 9  # the largest state (SCORE)
+NC_MAX = 11  # the largest state (SCORE with a teacher and labels)
 SHARED_T = types.float64  # element type of the dynamic shared memory (a numba type: the simulator
 # converts numba types, not NumPy scalar types, to dtypes)
 
@@ -86,6 +88,10 @@ if SIM:
         return np.log(x)
 
     @dev
+    def expm1_(x):
+        return np.expm1(x)
+
+    @dev
     def bf16_to_f32(u):
         return (np.uint32(u) << np.uint32(16)).view(np.float32)
 
@@ -106,6 +112,10 @@ else:
     @dev
     def log_(x):
         return math.log(x)
+
+    @dev
+    def expm1_(x):
+        return math.expm1(x)
 
     @dev
     def bf16_to_f32(u):
@@ -272,6 +282,18 @@ def lset_move(S, T, m_old, m_new):
     return f * S, f * (T + (F64(m_old) - F64(m_new)) * S)
 
 
+@dev
+def score_move(S, T, S2, m_old, m_new, it):
+    """lset_move at temperature 1 / it for e = exp((x - m) it), T = sum e (x - m) in raw logit
+    units, S2 = sum e^2 (scales by f^2); returns S, T, S2."""
+    if m_old == m_new:
+        return S, T, S2
+    f = rescale_t(m_old, m_new, it)
+    if f == 0.0 and T == T:  # as lset_move: no 0 * inf, a NaN state stays NaN
+        return f * S, F64(0.0), f * S2
+    return f * S, f * (T + (F64(m_old) - F64(m_new)) * S), (f * f) * S2
+
+
 # --------------------------------------------------------------------------------------------------
 # combines (st <- st (+) ot; st is the lower lane's state); ``aux`` is a per-launch float64
 
@@ -353,51 +375,59 @@ def combine_kl(st, ot, aux):
     st[4] = U1 + U2
 
 
+def score_slots(has_teacher: bool, has_labels: bool):
+    """(components, index of the rank count) of a SCORE state: m, S, T, S2, m2, argmax, first NaN
+    at 0..6, then mt, St, U (teacher) at 7..9, then the rank count (labels)."""
+    kr = 10 if has_teacher else 7
+    return kr + (1 if has_labels else 0), kr
+
+
 @functools.cache
-def combine_score(mt):
-    """SCORE states for math type ``mt``; aux = 1 / temperature (float64). The KL references are
-    the raw maxima of the teacher (st[4]) and of the logits (st[0]), as the per-thread loop keeps
-    them; the model's sum at the temperature, Sb = sum exp((x - m) it), follows m."""
+def combine_score(has_teacher: bool, has_labels: bool):
+    """SCORE states (``score_slots``); aux = 1 / temperature (float64). S, T and S2 are sums at the
+    temperature against the raw maximum m (st[0]); the KL references are the raw maxima of the
+    teacher (st[7]) and of the logits (st[0]), as the per-thread loop keeps them."""
+    _, kr = score_slots(has_teacher, has_labels)
 
     @dev
-    def move(st, m_new, mt_new, it, one_t):
+    def move(st, m_new, mt_new, it):
         m = st[0]
-        if st[4] != mt_new or m != m_new:
-            U, St = kl_move(st[6], st[5], st[4], mt_new, ref64(m), ref64(m_new), it)
-            st[6] = U
-            st[5] = St
-        if m != m_new:
-            S, T = lset_move(st[1], st[2], m, m_new)
-            st[1] = S
-            st[2] = T
-            if not one_t:
-                st[3] = st[3] * rescale_t(m, m_new, it)
+        if has_teacher and (st[7] != mt_new or m != m_new):
+            U, St = kl_move(st[9], st[8], st[7], mt_new, ref64(m), ref64(m_new), it)
+            st[9] = U
+            st[8] = St
+        S, T, S2 = score_move(st[1], st[2], st[3], m, m_new, it)
+        st[1] = S
+        st[2] = T
+        st[3] = S2
 
     @dev
     def combine(st, ot, aux):
-        it = aux
-        one_t = aux == 1.0
-        m1 = st[0]
-        m2 = ot[0]
-        M = max(m1, m2)
-        Mt = max(st[4], ot[4])
-        if m2 > m1:
-            bi = ot[7]
-        elif m2 == m1:
-            bi = min(st[7], ot[7])
+        ma = st[0]
+        mb = ot[0]
+        M = max(ma, mb)
+        Mt = max(st[7], ot[7]) if has_teacher else ma
+        if mb > ma:
+            bi = ot[5]
+        elif mb == ma:
+            bi = min(st[5], ot[5])
         else:
-            bi = st[7]
-        move(st, M, Mt, it, one_t)
-        move(ot, M, Mt, it, one_t)
+            bi = st[5]
+        move(st, M, Mt, aux)
+        move(ot, M, Mt, aux)
         st[0] = M
         st[1] = st[1] + ot[1]
         st[2] = st[2] + ot[2]
         st[3] = st[3] + ot[3]
-        st[4] = Mt
-        st[5] = st[5] + ot[5]
-        st[6] = st[6] + ot[6]
-        st[7] = bi
-        st[8] = min(st[8], ot[8])
+        st[4] = max(min(ma, mb), max(st[4], ot[4]))  # a tie at the top makes m2 = M
+        st[5] = bi
+        st[6] = min(st[6], ot[6])
+        if has_teacher:
+            st[7] = Mt
+            st[8] = st[8] + ot[8]
+            st[9] = st[9] + ot[9]
+        if has_labels:
+            st[kr] = st[kr] + ot[kr]
 
     return combine
 

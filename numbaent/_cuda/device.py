@@ -596,14 +596,17 @@ class Device:
     def score(self, x, y, ignore_index, tq, inv_t, outs):
         n = x.shape[0]
         dummy_f = self.scratch((1,), outs["logsumexp"].dtype)
+        dummy_i = self.scratch((1,), np.int64)  # labels / rank without labels: never touched
         firsts = self.firsts(n, 2)  # [first bad label, first exact-path row]
         ops.run(
             "score", n, self.stream,
-            x, y if y is not None else self.scratch((1,), np.int64), y is not None,
+            x, y if y is not None else dummy_i, y is not None,
             ignore_index, tq if tq is not None else x, tq is not None, inv_t,
             outs["logsumexp"], outs["entropy"], outs["argmax"],
             outs.get("cross_entropy", dummy_f), outs.get("correct", self.scratch((1,), np.bool_)),
-            outs.get("kl_divergence", dummy_f), self.scratch((n,), np.int8), firsts[0:1],
+            outs.get("kl_divergence", dummy_f), None, firsts[0:1],
+            outs["confidence"], outs["margin"], outs.get("rank", dummy_i),
+            outs.get("brier", dummy_f),
         )  # fmt: skip
         src = [(tq, 1), (x, 1)]
         mark = None

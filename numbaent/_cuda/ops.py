@@ -120,11 +120,17 @@ def kernel_args(op: str, *a):
         k = kl.softmax_kl(kind(xp), kind(xq), math_type(xp, xq), t, w, tile)
         return k, (xp, xq, float(inv_t), out)
     if op == "score":
+        # outputs: lse, ent, amax, ce, correct, kl, an unused slot (the row flags of old), first,
+        # then conf, margin, rank, brier; callers that predate those four (the PTX stand-ins of
+        # tests/test_cuda.py) get them aliased to outputs of the same types, fit only to compile
         x, y, has_labels, ignore_index, tq, has_teacher, inv_t, *outs = a
+        lse, ent, amax, ce, correct, kld, _, first, *ev = outs
+        conf, margin, rank, brier = ev or (lse, ent, amax, ce)
         one_t = float(inv_t) == 1.0
         k = ks.score(kind(x), kind(tq), math_type(x, tq), t, w, tile, bool(has_labels),
                      bool(has_teacher), one_t)  # fmt: skip
-        return k, (x, y, ignore_index, tq, float(inv_t), *outs)
+        return k, (x, y, ignore_index, tq, float(inv_t), lse, ent, amax, conf, margin, ce, correct,
+                   rank, brier, kld, first)  # fmt: skip
     raise KeyError(op)
 
 
