@@ -603,8 +603,9 @@ def _ptx_cases():
         cases.append((f"softmax_kl-{k}", "softmax_kl", (x, x, 0.5, o)))
         for lab, teach, inv_t in [(False, False, 1.0), (True, False, 1.0), (False, True, 1.0),
                                   (True, True, 1.0), (True, True, 0.5), (False, True, 0.5)]:  # fmt: skip
-            a = (x, z(2, i64), lab, -100, x, teach, inv_t, o, o, z(2, i64), o, z(2, np.bool_), o,
-                 flags, first)  # fmt: skip
+            # lse, entropy, argmax, confidence, margin, ce, correct, rank, brier, kl, first
+            a = (x, z(2, i64), lab, -100, x, teach, inv_t, o, o, z(2, i64), o, o, o,
+                 z(2, np.bool_), z(2, i64), o, o, first)  # fmt: skip
             cases.append((f"score-{k}-labels{lab}-teacher{teach}-invt{inv_t}", "score", a))
     # mixed element types: the math type follows the widest input
     for kp, kq in (("f16", "f64"), ("bf16", "f32")):
@@ -613,9 +614,10 @@ def _ptx_cases():
         cases.append((f"kl-{kp}-{kq}", "kl_divergence", (p, q, 0, False, o, z(2, i8), z(1, i64))))
         cases.append((f"ce_soft-{kp}-{kq}", "ce_soft", (p, q, z(5, o.dtype), True, 0.0, o)))
         cases.append((f"softmax_kl-{kp}-{kq}", "softmax_kl", (p, q, 1.0, o)))
-    a = (z((2, 5), np.float32), z(2, i64), True, -100, z((2, 5), np.uint16), True, 1.0,
-         *(z(2, np.float32),) * 2, z(2, i64), z(2, np.float32), z(2, np.bool_), z(2, np.float32),
-         z(2, i8), z(1, i64))  # fmt: skip
+    f = np.float32
+    a = (z((2, 5), f), z(2, i64), True, -100, z((2, 5), np.uint16), True, 1.0, z(2, f), z(2, f),
+         z(2, i64), z(2, f), z(2, f), z(2, f), z(2, np.bool_), z(2, i64), z(2, f), z(2, f),
+         z(1, i64))  # fmt: skip
     cases.append(("score-f32-teacher-bf16", "score", a))
     return cases
 

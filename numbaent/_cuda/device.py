@@ -602,11 +602,10 @@ class Device:
             "score", n, self.stream,
             x, y if y is not None else dummy_i, y is not None,
             ignore_index, tq if tq is not None else x, tq is not None, inv_t,
-            outs["logsumexp"], outs["entropy"], outs["argmax"],
-            outs.get("cross_entropy", dummy_f), outs.get("correct", self.scratch((1,), np.bool_)),
-            outs.get("kl_divergence", dummy_f), None, firsts[0:1],
-            outs["confidence"], outs["margin"], outs.get("rank", dummy_i),
-            outs.get("brier", dummy_f),
+            outs["logsumexp"], outs["entropy"], outs["argmax"], outs["confidence"],
+            outs["margin"], outs.get("cross_entropy", dummy_f),
+            outs.get("correct", self.scratch((1,), np.bool_)), outs.get("rank", dummy_i),
+            outs.get("brier", dummy_f), outs.get("kl_divergence", dummy_f), firsts[0:1],
         )  # fmt: skip
         src = [(tq, 1), (x, 1)]
         mark = None

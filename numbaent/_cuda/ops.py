@@ -3,10 +3,10 @@ the launch constants, and launch it on a stream, for the device adapter (``devic
 
 Arguments are numba device arrays (or, in the simulator, NumPy arrays), already validated and laid
 out as the CPU interface expects (rows x classes, C-contiguous; bfloat16 as uint16 bits). Outputs,
-row flags (int8, one per row, every row written) and ``first`` (int64 (1,), initialised by the
-caller to the number of rows; a kernel lowers it to the first flagged row; the probability kernels
-take two slots, the second for the first row flagged for the exact path, see ``kernels_prob``) are
-preallocated by the caller. Nothing here synchronises: launches are queued on ``stream``.
+row flags (int8, one per row, every row written; ``score`` has none) and ``first`` (int64 (1,),
+initialised by the caller to the number of rows; a kernel lowers it to the first flagged row; the
+probability kernels take two slots, the second for the first row flagged for the exact path, see
+``kernels_prob``) are preallocated by the caller. Nothing here synchronises: launches are queued on ``stream``.
 
 ``kernel_args`` returns, for each interface function, the kernel and its argument tuple without
 launching anything: ``tests/test_cuda.py`` compiles every kernel to PTX from it.
@@ -120,12 +120,8 @@ def kernel_args(op: str, *a):
         k = kl.softmax_kl(kind(xp), kind(xq), math_type(xp, xq), t, w, tile)
         return k, (xp, xq, float(inv_t), out)
     if op == "score":
-        # outputs: lse, ent, amax, ce, correct, kl, an unused slot (the row flags of old), first,
-        # then conf, margin, rank, brier; callers that predate those four (the PTX stand-ins of
-        # tests/test_cuda.py) get them aliased to outputs of the same types, fit only to compile
         x, y, has_labels, ignore_index, tq, has_teacher, inv_t, *outs = a
-        lse, ent, amax, ce, correct, kld, _, first, *ev = outs
-        conf, margin, rank, brier = ev or (lse, ent, amax, ce)
+        lse, ent, amax, conf, margin, ce, correct, rank, brier, kld, first = outs
         one_t = float(inv_t) == 1.0
         k = ks.score(kind(x), kind(tq), math_type(x, tq), t, w, tile, bool(has_labels),
                      bool(has_teacher), one_t)  # fmt: skip

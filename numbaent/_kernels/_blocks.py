@@ -47,6 +47,7 @@ ROW = {"fastmath": False, "error_model": "numpy", "cache": True}
 BLK = {"fastmath": FASTMATH, "error_model": "numpy", "cache": True}
 NINF = -np.inf
 INF = np.inf
+FLOOR = 1e30  # below any x - ref whose exp is not 0, and finite in float32
 
 
 @njit(**BLK)
@@ -110,8 +111,8 @@ def block_sumexp_t_max(r, lo, hi, ref):
     z = cst(ref, 0.0)
     s = z
     t = z
-    s2 = z
     k = key(cst(ref, NINF))
+    lo_d = cst(ref, -FLOOR)
     for j in range(hi - lo):
         v = cst(ref, ld(r[j]))
         kk = key(v)
@@ -119,15 +120,58 @@ def block_sumexp_t_max(r, lo, hi, ref):
         d = v - ref
         e = vexpz(d)
         s += e
-        t += z if e == 0 else e * d
+        t += e * (d if d > lo_d else lo_d)  # see _scored
+    return s, t, unkey(k, ref)
+
+
+@njit(**BLK)
+def _scored(r, n, ref, xy, ge, s, t, s2, c, k):
+    """The loop of block_score over r[:n]: counts x >= xy (``ge``) or x > xy. The entropy term
+    e d takes d clamped to -FLOOR (one max instead of block_sumexp_t's compare and select): a -inf
+    logit adds 0 * -FLOOR = 0, not 0 * -inf; a NaN is kept by s (exp(NaN) is NaN)."""
+    z = cst(ref, 0.0)
+    one = cst(ref, 1.0)
+    lo_d = cst(ref, -FLOOR)
+    for j in range(n):
+        v = cst(ref, ld(r[j]))
+        kk = key(v)
+        k = kk if kk > k else k
+        d = v - ref
+        e = vexpz(d)
+        s += e
+        t += e * (d if d > lo_d else lo_d)
         s2 += e * e
-    return s, t, s2, unkey(k, ref)
+        if ge:
+            c += one if v >= xy else z
+        else:
+            c += one if v > xy else z
+    return s, t, s2, c, k
+
+
+@njit(**BLK)
+def block_score(r, lo, hi, ref, y, xy):
+    """score's one pass over a block (T = 1): block_sumexp_t_max plus sum e^2 and the count of
+    elements ranked above the label y whose logit is xy (x > xy, or x == xy at an index below y:
+    the loop is split at y, so that neither half compares indices; the count is kept in float
+    lanes, exact for a block and as wide as the compares). Returns (s, t, s2, count, max)."""
+    z = cst(ref, 0.0)
+    k = key(cst(ref, NINF))
+    if y >= hi:  # one loop where the block does not hold y (the two-loop split cost 10%)
+        s, t, s2, c, k = _scored(r[lo:hi], hi - lo, ref, xy, True, z, z, z, z, k)
+    elif y <= lo:
+        s, t, s2, c, k = _scored(r[lo:hi], hi - lo, ref, xy, False, z, z, z, z, k)
+    else:
+        cut = y - lo
+        s, t, s2, c, k = _scored(r[lo:y], cut, ref, xy, True, z, z, z, z, k)
+        s, t, s2, c, k = _scored(r[y:hi], hi - y, ref, xy, False, s, t, s2, c, k)
+    return s, t, s2, np.int64(c), unkey(k, ref)
 
 
 @njit(**BLK)
 def block_sumexp_t(r, lo, hi, m, it):
     """(sum e, sum e * u, sum e^2) with u = (x - m) * it, e = exp(u) (it = 1 / T, the
-    temperature); a term with e == 0 adds 0 to the second sum."""
+    temperature; None for T = 1, a compile-time case without the product); a -inf logit adds 0
+    to the second sum (see _scored)."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
@@ -135,30 +179,49 @@ def block_sumexp_t(r, lo, hi, m, it):
     s = z
     t = z
     s2 = z
-    for j in range(hi - lo):
-        d = (cst(m, ld(r[j])) - m) * it
-        e = vexpz(d)
-        s += e
-        t += z if e == 0 else e * d
-        s2 += e * e
+    lo_d = cst(m, -FLOOR)
+    if it is None:
+        for j in range(hi - lo):
+            d = cst(m, ld(r[j])) - m
+            e = vexpz(d)
+            s += e
+            t += e * (d if d > lo_d else lo_d)  # see _scored
+            s2 += e * e
+    else:
+        for j in range(hi - lo):
+            d = (cst(m, ld(r[j])) - m) * it
+            e = vexpz(d)
+            s += e
+            t += e * (d if d > lo_d else lo_d)
+            s2 += e * e
     return s, t, s2
 
 
 @njit(**BLK)
 def block_rank(r, lo, hi, y, xy):
-    """Elements of r[lo:hi] ranked above the label y whose logit is xy: x > xy, or x == xy at an
-    index below y (two loops split at y, so that neither compares indices)."""
+    """(max, min, count) over r[lo:hi]: block_max_min's, and the count of block_score, in one
+    pass without exp."""
     one = cst(xy, 1.0)
     z = cst(xy, 0.0)
-    n = z  # float lanes: exact for a block's count, and as wide as the compares
+    n = z
+    k = key(cst(xy, NINF))
+    kmin = key(cst(xy, np.inf))
     cut = min(max(y - lo, 0), hi - lo)
     a = r[lo : lo + cut]
     for j in range(cut):
-        n += one if cst(xy, ld(a[j])) >= xy else z
+        v = cst(xy, ld(a[j]))
+        kk = key(v)
+        k = kk if kk > k else k
+        kmin = kk if kk < kmin else kmin
+        n += one if v >= xy else z
     b = r[lo + cut : hi]
     for j in range(hi - lo - cut):
-        n += one if cst(xy, ld(b[j])) > xy else z
-    return np.int64(n)
+        v = cst(xy, ld(b[j]))
+        kk = key(v)
+        k = kk if kk > k else k
+        kmin = kk if kk < kmin else kmin
+        n += one if v > xy else z
+    return unkey(k, xy), unkey(kmin, xy), np.int64(n)
 
 
 @njit(**ROW)
@@ -416,7 +479,7 @@ def row_lse_t(r, like):
         hi = min(lo + BLOCK, c)
         done = False
         if m != NINF:
-            s, t, _, fbm = block_sumexp_t_max(r, lo, hi, m)
+            s, t, fbm = block_sumexp_t_max(r, lo, hi, m)
             done = fbm <= m + slack
         if done:
             S += np.float64(s)
@@ -430,7 +493,7 @@ def row_lse_t(r, like):
             S *= f
             m = bm
         if not done:
-            s, t, _ = block_sumexp_t(r, lo, hi, ref_of(m), cst(like, 1.0))
+            s, t, _ = block_sumexp_t(r, lo, hi, ref_of(m), None)
             S += np.float64(s)
             T += np.float64(t)
     return m, at_least_one(S, m), T

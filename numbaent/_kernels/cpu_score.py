@@ -7,7 +7,8 @@ is rescanned once at the end for its own second value); one fused loop then accu
 u = (x - m) it and e = exp(u), S = sum e, T = sum e u (entropy), S2 = sum e^2 (sum p^2 = S2 / S^2,
 the Brier score), and, with a teacher, St = sum et, U = sum et ((a - mt) - (x - m)) in raw logit
 units (a the teacher logit, et = exp((a - mt) it); see kl_move in _blocks). With labels, the
-classes ranked above the label are counted per block while the block is in L1 (block_rank).
+classes ranked above the label are counted in the same pass (block_score; block_rank in
+the max pass of two-pass blocks, a pass of its own over the L1 block with a teacher).
 Nothing is divided by T_ before the max is subtracted. From these: confidence = 1 / S, margin =
 (1 - exp((m2 - m) it)) / S, brier = S2 / S^2 - 2 p_y + 1.
 """
@@ -33,6 +34,7 @@ from ._blocks import (
     block_max,
     block_max_min,
     block_rank,
+    block_score,
     block_sumexp_t,
     block_sumexp_t_max,
     is_f32,
@@ -49,6 +51,9 @@ from ._blocks import (
 )
 
 NAN = np.nan
+# score's blocks without a teacher: twice BLOCK, which halves the per-block work around the one
+# loop (its five sums' reductions, the running max, the ranks' bookkeeping: 3% at C = 32000)
+SCORE_BLOCK = 2 * BLOCK
 
 
 @njit(**BLK)
@@ -81,12 +86,14 @@ def _blk_teacher(r, rt, lo, hi, rm, rt_):
 
 
 @njit(**BLK)
-def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
-    """As _blk_teacher against the references of earlier blocks, plus both block maxima and the
-    model's block min in the same pass (see SLACK in _blocks: the caller redoes the block when a
-    max jumps too far; KL_FAR for the min)."""
-    r = r[lo:hi]
-    rt = rt[lo:hi]
+def _blk_teacher_fused(r, rt, lo, hi, rm, rt_, y, xy):
+    """As _blk_teacher against the references of earlier blocks, plus both block maxima (see
+    SLACK in _blocks: the caller redoes the block when a max jumps too far), and in a second,
+    exp-free loop over the L1 block (block_rank) the model's block min (KL_FAR) and the count
+    above the label. All in one loop, the accumulators spilled registers inside the kernel and it
+    ran at half the speed."""
+    rv = r[lo:hi]
+    rtv = rt[lo:hi]
     z = cst(rm, 0.0)
     s = z
     t = z
@@ -95,13 +102,11 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
     u = z
     k = key(cst(rm, NINF))
     kt = k
-    kmin = key(cst(rm, np.inf))
     for j in range(hi - lo):
-        xv = cst(rm, ld(r[j]))
-        av = cst(rm, ld(rt[j]))
+        xv = cst(rm, ld(rv[j]))
+        av = cst(rm, ld(rtv[j]))
         kk = key(xv)
         k = kk if kk > k else k
-        kmin = kk if kk < kmin else kmin
         kk = key(av)
         kt = kk if kk > kt else kt
         d = xv - rm
@@ -113,7 +118,8 @@ def _blk_teacher_fused(r, rt, lo, hi, rm, rt_):
         et = vexpz(da)
         st += et
         u += z if av == NINF else et * (da - d)  # the raw teacher logit decides
-    return s, t, s2, st, u, unkey(k, rm), unkey(kt, rm), unkey(kmin, rm)
+    _, bmin, cnt = block_rank(r, lo, hi, y, xy)
+    return s, t, s2, cnt, st, u, unkey(k, rm), unkey(kt, rm), bmin
 
 
 @njit(**BLK)
@@ -157,14 +163,26 @@ def _teacher_exact_block(r, rt, lo, hi, rm, rt_, s, t, s2, st, u):
     return np.float64(s), np.float64(t), np.float64(s2), np.float64(st), np.float64(u)
 
 
-@njit(**ROW)
+@njit(**BLK)
 def _first_index(r, lo, hi, v, like):
+    """The first index in [lo, hi) holding v (lo if none): 64 elements at a time, counted in
+    SIMD lanes, and only the chunk that holds v scanned element by element (a scalar scan from lo
+    cost as much as the sums for rows of 1000)."""
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
-    for j in range(hi - lo):
-        if cst(like, ld(r[j])) == v:
-            return lo + j
+    one = cst(like, 1.0)
+    z = cst(like, 0.0)
+    n = hi - lo
+    for c0 in range(0, n, 64):
+        w = r[c0 : min(c0 + 64, n)]
+        hit = z
+        for j in range(w.shape[0]):
+            hit += one if cst(like, ld(w[j])) == v else z
+        if hit > z:
+            for j in range(w.shape[0]):
+                if cst(like, ld(w[j])) == v:
+                    return lo + c0 + j
     return lo
 
 
@@ -201,13 +219,14 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
     it = cst(lse, inv_t)
     one_t = inv_t == 1.0
     slack = cst(lse, SLACK)
-    blk = KL_BLOCK if has_teacher else BLOCK
+    blk = KL_BLOCK if has_teacher else SCORE_BLOCK
     for i in prange(x.shape[0]):
         r = x[i]
         rt = tq[i]  # tq is x itself when there is no teacher
         lab = y[i] if has_labels else ignore_index
         lab_ok = has_labels and lab != ignore_index and lab >= 0 and lab < c
         xy = cst(lse, ld(r[lab])) if lab_ok else cst(lse, np.inf)
+        ylab = lab if lab_ok else c  # block_score counts nothing that matters without a label
         above = 0
         m = cst(lse, NINF)  # the first block takes two passes (see SLACK in _blocks)
         m2 = m
@@ -222,16 +241,23 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
         for lo in range(0, c, blk):
             hi = min(lo + blk, c)
             done = False
+            cnt = 0
             if one_t and m != NINF and (not has_teacher or mt != NINF):
                 # one pass: sums against the current references, block maxima alongside
                 if has_teacher:
-                    s, t, s2, st, u, bx, fbt, fbmin = _blk_teacher_fused(r, rt, lo, hi, m, mt)
+                    s, t, s2, cnt, st, u, bx, fbt, fbmin = _blk_teacher_fused(
+                        r, rt, lo, hi, m, mt, ylab, xy
+                    )
                     done = bx <= m + slack and fbt <= mt + slack
                     if done and kl_far_below(fbmin, m, 1.0, lse):
                         s, t, s2, st, u = _teacher_exact_block(r, rt, lo, hi, m, mt, s, t, s2,
                                                                st, u)  # fmt: skip
                 else:
-                    s, t, s2, bx = block_sumexp_t_max(r, lo, hi, m)
+                    if has_labels:
+                        s, t, s2, cnt, bx = block_score(r, lo, hi, m, ylab, xy)
+                    else:  # no Brier score, no rank: the entropy's loop alone
+                        s, t, bx = block_sumexp_t_max(r, lo, hi, m)
+                        s2 = cst(lse, 0.0)
                     fbt = mt
                     done = bx <= m + slack
                 if done:
@@ -244,7 +270,16 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                     bm = update_max(m, bx)
                     bmt = update_max(mt, fbt)
             bmin = cst(lse, np.inf)  # the model's block min (two-pass blocks with a teacher)
-            if not done:
+            if done:
+                above += cnt  # counted in block_score's loop
+            elif not has_teacher and lab_ok:
+                bx, _, cnt = block_rank(r, lo, hi, lab, xy)  # counted in the max pass
+                above += cnt
+                bm = update_max(m, bx)
+                bmt = mt
+            elif lab_ok:  # a two-pass block with a teacher: a pass of its own, in L1
+                above += block_rank(r, lo, hi, lab, xy)[2]
+            if not done and (has_teacher or not lab_ok):
                 if has_teacher:
                     bx, bmin = block_max_min(r, lo, hi, lse)
                     bmt = update_max(mt, block_max(rt, lo, hi, lse))
@@ -252,8 +287,6 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                     bx = block_max(r, lo, hi, lse)
                     bmt = mt
                 bm = update_max(m, bx)
-            if lab_ok:
-                above += block_rank(r, lo, hi, lab, xy)
             m2 = _displace(m, m2, bx)
             # move the references to the new maxima (the sums already added follow exactly)
             if has_teacher and (bmt != mt or bm != m):
@@ -271,7 +304,10 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                 continue
             rm = ref_of(m)
             if not has_teacher:
-                s, t, s2 = block_sumexp_t(r, lo, hi, rm, it)
+                if one_t:  # None: compiled without the product by 1 / T
+                    s, t, s2 = block_sumexp_t(r, lo, hi, rm, None)
+                else:
+                    s, t, s2 = block_sumexp_t(r, lo, hi, rm, it)
             else:
                 rt_ = ref_of(mt)
                 far = kl_far_below(bmin, rm, inv_t, lse)
