@@ -104,31 +104,12 @@ def block_sumexp_max(r, lo, hi, ref):
 
 
 @njit(**BLK)
-def block_sumexp_t_max(r, lo, hi, ref):
-    """block_sumexp_t against a reference from earlier blocks (T = 1), plus the block max (one
-    pass)."""
-    r = r[lo:hi]
-    z = cst(ref, 0.0)
-    s = z
-    t = z
-    k = key(cst(ref, NINF))
-    lo_d = cst(ref, -FLOOR)
-    for j in range(hi - lo):
-        v = cst(ref, ld(r[j]))
-        kk = key(v)
-        k = kk if kk > k else k
-        d = v - ref
-        e = vexpz(d)
-        s += e
-        t += e * (d if d > lo_d else lo_d)  # see _scored
-    return s, t, unkey(k, ref)
-
-
-@njit(**BLK)
 def _scored(r, n, ref, xy, ge, s, t, s2, c, k):
-    """The loop of block_score over r[:n]: counts x >= xy (``ge``) or x > xy. The entropy term
-    e d takes d clamped to -FLOOR (one max instead of block_sumexp_t's compare and select): a -inf
-    logit adds 0 * -FLOOR = 0, not 0 * -inf; a NaN is kept by s (exp(NaN) is NaN)."""
+    """The one-pass loop over r[:n] against ``ref``: the sums s (e = exp(x - ref)) and t (e d),
+    the max key k, and unless ``ge`` is None (a compile-time case: the entropy's loop alone) the
+    sum of squares s2 and the count c of x >= xy (``ge``) or x > xy. The entropy term e d takes d
+    clamped to -FLOOR (one max instead of a compare and select): a -inf logit adds 0 * -FLOOR =
+    0, not 0 * -inf; a NaN is kept by s (exp(NaN) is NaN)."""
     z = cst(ref, 0.0)
     one = cst(ref, 1.0)
     lo_d = cst(ref, -FLOOR)
@@ -140,12 +121,22 @@ def _scored(r, n, ref, xy, ge, s, t, s2, c, k):
         e = vexpz(d)
         s += e
         t += e * (d if d > lo_d else lo_d)
-        s2 += e * e
-        if ge:
-            c += one if v >= xy else z
-        else:
-            c += one if v > xy else z
+        if ge is not None:
+            s2 += e * e
+            if ge:
+                c += one if v >= xy else z
+            else:
+                c += one if v > xy else z
     return s, t, s2, c, k
+
+
+@njit(**BLK)
+def block_sumexp_t_max(r, lo, hi, ref):
+    """block_sumexp_t against a reference from earlier blocks (T = 1), plus the block max (one
+    pass)."""
+    z = cst(ref, 0.0)
+    s, t, _, _, k = _scored(r[lo:hi], hi - lo, ref, ref, None, z, z, z, z, key(cst(ref, NINF)))
+    return s, t, unkey(k, ref)
 
 
 @njit(**BLK)
