@@ -82,6 +82,11 @@ class Host:
         return (y == value).reshape(batch)
 
     @staticmethod
+    def kept(y, value):
+        """y != value, flat (the row weights of a mean that leaves rows out)."""
+        return y != value
+
+    @staticmethod
     def finish(target, batch, final, out, *, divisor, reduction, nan_policy, nan_inputs,
                weights=None):  # fmt: skip
         denom = None

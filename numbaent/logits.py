@@ -162,13 +162,14 @@ def softmax_cross_entropy(
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     reduction: str = "none",
+    temperature: float = 1.0,
     base: float | None = None,
     axis: int = -1,
     nan_policy: str = "propagate",
     backend: str | None = None,
     out=None,
 ):
-    """Softmax cross-entropy loss, -log softmax(logits)[target], as ``torch.nn.functional.cross_entropy``.
+    """Softmax cross-entropy loss, -log softmax(logits / T)[target], as ``torch.nn.functional.cross_entropy``.
 
     Parameters
     ----------
@@ -186,6 +187,9 @@ def softmax_cross_entropy(
         default -100 is allowed.
     label_smoothing : float in [0, 1]
         Mix the target with the uniform distribution (torch semantics).
+    temperature : float
+        T: the loss of softmax(logits / T) (x / T is never formed). Other than 1 only with integer
+        labels without ``weight`` or ``label_smoothing`` (``ValueError`` otherwise).
     reduction, base, axis, nan_policy, backend, out
         As in :func:`numbaent.entropy`. A mean over no rows (all ignored, or zero total weight) is
         NaN; the sum is 0.
@@ -207,18 +211,31 @@ def softmax_cross_entropy(
     divisor = v.options(base, reduction, nan_policy)
     eps = v.check_label_smoothing(label_smoothing)
     ignore_index = v.check_int(ignore_index, "ignore_index")
+    t = v.check_temperature(temperature)
     opts = {"divisor": divisor, "reduction": reduction, "nan_policy": nan_policy}
     with _op.space(backend, logits, target, weight) as sp:
         xa = sp.logits(logits, "logits")
         rows = sp.rows(xa, axis, "logits")
         n, c = rows.data.shape
         ta, tdt = sp.array(target, "target")
+        if t != 1.0 and (tdt.kind not in "iu" or weight is not None or eps != 0):
+            what = "soft targets" if tdt.kind not in "iu" else "weight or label_smoothing"
+            raise v.temperature_unsupported(what)
         if tdt.kind in "iu":
             y = sp.labels(target, "target", rows.batch)
             dtype = v.math_dtype(rows.data)
             w = sp.weight(weight, c, dtype)
             tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, y, w))
-            row_w, fault = sp.k.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
+            if t == 1.0:
+                row_w, fault = sp.k.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
+            else:  # score's one pass at the temperature; its other per-row fields are dropped
+                outs = {k: sp.empty(rows.batch, dtype)[1]
+                        for k in ("logsumexp", "entropy", "confidence", "margin", "brier")}  # fmt: skip
+                outs.update(cross_entropy=tgt, argmax=sp.empty(rows.batch, np.int64)[1],
+                            rank=sp.empty(rows.batch, np.int64)[1],
+                            correct=sp.empty(rows.batch, np.bool_)[1])  # fmt: skip
+                fault = sp.k.score(rows.data, y, ignore_index, None, 1.0 / t, outs)
+                row_w = sp.kept(y, ignore_index)
             if fault is not None:
                 row = v.row_name(fault[0], rows.batch)
                 raise v.label_out_of_range("target", fault[1], row, c, ignore_index)

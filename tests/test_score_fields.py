@@ -155,3 +155,32 @@ def test_softmax_entropy_at_a_temperature(backend, dtype, rng):
         )
     with pytest.raises(ValueError, match="temperature"):
         ne.softmax_entropy(x, temperature=0.0, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, BF16], ids=str)
+def test_softmax_cross_entropy_at_a_temperature(backend, dtype, rng):
+    x = logits(rng, (11, 700), dtype, scale=6.0)
+    y = _labels(rng, 11, 700)
+    for temperature in (0.3, 2.0):
+        for reduction in ("none", "mean", "sum"):
+            got = ne.softmax_cross_entropy(
+                x, y, temperature=temperature, reduction=reduction, backend=backend
+            )
+            ref = ne.softmax_cross_entropy(
+                f64(x) / temperature, y, reduction=reduction, backend="numpy"
+            )
+            assert_close(got, ref, dtype)
+        got = ne.softmax_cross_entropy(x, y, temperature=temperature, backend=backend)
+        np.testing.assert_array_equal(
+            got, ne.score(x, y, temperature=temperature, backend=backend).cross_entropy
+        )
+    bad = y.copy()
+    bad[4] = 700
+    with pytest.raises(IndexError, match="row 4"):
+        ne.softmax_cross_entropy(x, bad, temperature=2.0, backend=backend)
+    for kw in ({"label_smoothing": 0.1}, {"weight": np.ones(700)}):
+        with pytest.raises(ValueError, match="temperature"):
+            ne.softmax_cross_entropy(x, y, temperature=2.0, backend=backend, **kw)
+    with pytest.raises(ValueError, match="soft targets"):
+        ne.softmax_cross_entropy(x, ne.softmax(x), temperature=2.0, backend=backend)

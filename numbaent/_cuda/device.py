@@ -466,8 +466,15 @@ class Device:
     def equals(self, y, value, batch):
         obj, iv = self._alloc(batch, np.bool_)
         if y.shape[0]:
-            self.launch1d(ku.equals, y.shape[0], (y, np.int64(value), iv.reshape(y.shape[0])))
+            self.launch1d(ku.equals, y.shape[0], (y, np.int64(value), True, iv.reshape(y.shape[0])))
         return obj
+
+    def kept(self, y, value):
+        """y != value, flat, on the device (the row weights of a mean that leaves rows out)."""
+        out = self.scratch((y.shape[0],), np.bool_)
+        if y.shape[0]:
+            self.launch1d(ku.equals, y.shape[0], (y, np.int64(value), False, out))
+        return out
 
     def full(self, op, rows, out):
         """softmax / log_softmax: a result of the input's shape."""

@@ -60,10 +60,11 @@ def divide(a, divisor):
 
 
 @cuda.jit
-def equals(y, value, out):
+def equals(y, value, equal, out):
+    """out[i] = (y[i] == value) if ``equal`` else (y[i] != value)."""
     start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     for i in range(start, y.shape[0], cuda.gridDim.x * cuda.blockDim.x):
-        out[i] = y[i] == value
+        out[i] = (y[i] == value) == equal
 
 
 @functools.cache
