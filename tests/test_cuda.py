@@ -641,7 +641,7 @@ def _util_cases():
         out.append((f"divide-{np.dtype(dt)}", ku.divide, (z(3, dt), 2.0)))
         out.append((f"reduce-{np.dtype(dt)}", ku.reduce_rows(t, w),
                     (z(3, dt), z(3, np.float64), True, 1, 1.0, z(1, dt))))  # fmt: skip
-    out.append(("equals", ku.equals, (z(3, i64), i64(-100), z(3, np.bool_))))
+    out.append(("equals", ku.equals, (z(3, i64), i64(-100), True, z(3, np.bool_))))
     for k, dt in KINDS.items():
         out.append((f"nan_rows-{k}", ku.nan_rows(k), (z(2, np.float32), z((2, 3), dt), i64(1),
                                                         z(1, i64))))  # fmt: skip
