@@ -124,14 +124,14 @@ def _is_int(k) -> bool:
 
 def check_top_k(top_k) -> tuple[int, ...]:
     """``top_k`` (positive ints, or one int) as a sorted tuple without repeats; else ValueError."""
+    bad = ValueError(f"top_k must be positive ints (e.g. (1, 5)); got {top_k!r}")
     ks = (top_k,) if _is_int(top_k) else top_k
     try:
         ks = tuple(ks)
     except TypeError:
-        raise ValueError(f"top_k must be positive ints (e.g. (1, 5)); got {top_k!r}") from None
-    bad = [k for k in ks if not _is_int(k) or k < 1]
-    if bad:
-        raise ValueError(f"top_k must be positive ints (e.g. (1, 5)); got {top_k!r}")
+        raise bad from None
+    if any(not _is_int(k) or k < 1 for k in ks):
+        raise bad
     return tuple(sorted({int(k) for k in ks}))
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from ._summary import SummaryState, check_top_k
+from ._summary import DEFAULT_BINS, DEFAULT_TOP_K, SummaryState, check_top_k
 
 __all__ = ["main", "load_array", "CliError"]
 
@@ -1051,7 +1051,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--top-k",
         type=_parse_top_k,
-        default=(1, 5),
+        default=DEFAULT_TOP_K,
         metavar="K,...",
         help="the k of the summary's top_k_accuracy (rank of the label < k), comma-separated "
         "(default 1,5)",
@@ -1059,7 +1059,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--bins",
         type=_positive_int,
-        default=15,
+        default=DEFAULT_BINS,
         metavar="n",
         help="equal-width confidence bins over [0, 1] of the calibration errors ece and mce "
         "(default 15)",
