@@ -49,6 +49,18 @@ def math_dtype(*arrays) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def score_fields(dtype, labels: bool, teacher: bool) -> dict:
+    """The per-row outputs of the kernels' ``score`` (name -> dtype), for these inputs: the one
+    list behind ``score`` and the single functions that take score's pass at a temperature."""
+    fields = {"logsumexp": dtype, "entropy": dtype, "argmax": np.int64, "confidence": dtype,
+              "margin": dtype}  # fmt: skip
+    if labels:
+        fields.update(cross_entropy=dtype, correct=np.bool_, rank=np.int64, brier=dtype)
+    if teacher:
+        fields["kl_divergence"] = dtype
+    return fields
+
+
 # --------------------------------------------------------------------------------------------------
 # scalar options
 

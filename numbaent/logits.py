@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from . import _op
 from . import _validate as v
 
@@ -72,6 +70,13 @@ def softmax(logits: ArrayLike, *, axis: int = -1, backend: str | None = None, ou
     return _softmax_like("softmax", logits, axis, backend, out)
 
 
+def _score_outs(sp, batch, dtype, labels: bool, **given):
+    """The outputs of the kernels' ``score`` for a single function that takes its pass at a
+    temperature: ``given`` ones (the function's result), scratch for the rest (dropped)."""
+    fields = v.score_fields(dtype, labels, False)
+    return {k: given[k] if k in given else sp.empty(batch, dt)[1] for k, dt in fields.items()}
+
+
 @_op.op("logits")
 def softmax_entropy(
     logits: ArrayLike,
@@ -101,11 +106,8 @@ def softmax_entropy(
         target, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data,))
         if t == 1.0:
             sp.k.softmax_entropy(rows.data, target)
-        else:  # score's one pass at the temperature; its other per-row fields are dropped
-            outs = {
-                k: sp.empty(rows.batch, dtype)[1] for k in ("logsumexp", "confidence", "margin")
-            }
-            outs.update(entropy=target, argmax=sp.empty(rows.batch, np.int64)[1])
+        else:  # score's one pass at the temperature
+            outs = _score_outs(sp, rows.batch, dtype, False, entropy=target)
             sp.k.score(rows.data, None, -100, None, 1.0 / t, outs)
         return sp.finish(target, rows.batch, final, out, divisor=divisor, reduction=reduction,
                          nan_policy=nan_policy, nan_inputs={"logits": rows.data})  # fmt: skip
@@ -228,12 +230,8 @@ def softmax_cross_entropy(
             tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, y, w))
             if t == 1.0:
                 row_w, fault = sp.k.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
-            else:  # score's one pass at the temperature; its other per-row fields are dropped
-                outs = {k: sp.empty(rows.batch, dtype)[1]
-                        for k in ("logsumexp", "entropy", "confidence", "margin", "brier")}  # fmt: skip
-                outs.update(cross_entropy=tgt, argmax=sp.empty(rows.batch, np.int64)[1],
-                            rank=sp.empty(rows.batch, np.int64)[1],
-                            correct=sp.empty(rows.batch, np.bool_)[1])  # fmt: skip
+            else:  # score's one pass at the temperature
+                outs = _score_outs(sp, rows.batch, dtype, True, cross_entropy=tgt)
                 fault = sp.k.score(rows.data, y, ignore_index, None, 1.0 / t, outs)
                 row_w = sp.kept(y, ignore_index)
             if fault is not None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from . import _op
 from . import _validate as v
 from ._types import Scores
@@ -58,14 +56,8 @@ def score(
             v.check_teacher_shape(ta.shape, xa.shape)
             tq = sp.rows(ta, rows.axis, "teacher_logits").data  # at its own precision
         dtype = v.math_dtype(rows.data, tq)
-        fields = {"logsumexp": dtype, "entropy": dtype, "argmax": np.int64,
-                  "confidence": dtype, "margin": dtype}  # fmt: skip
-        if y is not None:
-            fields.update(cross_entropy=dtype, correct=np.bool_, rank=np.int64, brier=dtype)
-        if tq is not None:
-            fields["kl_divergence"] = dtype
         res, outs = {}, {}
-        for k, dt in fields.items():
+        for k, dt in v.score_fields(dtype, y is not None, tq is not None).items():
             res[k], outs[k] = sp.empty(batch, dt)
         fault = sp.k.score(rows.data, y, ignore_index, tq, 1.0 / t, outs)
         if fault is not None:
