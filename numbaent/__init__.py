@@ -3,7 +3,8 @@
 Probability space: :func:`entropy`, :func:`cross_entropy`, :func:`kl_divergence`,
 :func:`js_divergence`. Logit space: :func:`logsumexp`, :func:`log_softmax`, :func:`softmax`,
 :func:`softmax_cross_entropy`, :func:`softmax_entropy`, :func:`softmax_kl_divergence`,
-:func:`score`. Backends: :func:`backends`, :func:`set_backend`, :func:`get_backend`,
+:func:`score`. From hidden states (no logits in memory): :func:`linear_score`,
+:func:`linear_cross_entropy`. Backends: :func:`backends`, :func:`set_backend`, :func:`get_backend`,
 :func:`use_backend`. Sharded vocabularies: :func:`partial_state` and :class:`LogitState`
 (:mod:`numbaent.partial`); Dask arrays: :mod:`numbaent.dask` (imported explicitly). The README describes the contract and its semantics.
 """
@@ -20,6 +21,7 @@ from ._backend import (
 from ._sequences import SequenceScores
 from ._summary import SummaryState
 from .batches import score_batch
+from .linear import linear_cross_entropy, linear_score
 from .logits import (
     log_softmax,
     logsumexp,
@@ -51,6 +53,8 @@ __all__ = [
     "get_backend",
     "js_divergence",
     "kl_divergence",
+    "linear_cross_entropy",
+    "linear_score",
     "log_softmax",
     "logsumexp",
     "partial",

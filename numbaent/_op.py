@@ -96,6 +96,57 @@ class Host:
                        nan_policy=nan_policy, nan_inputs=nan_inputs, denom=denom)  # fmt: skip
         return v.scalar_if_0d(res, out)
 
+    # scoring from hidden states (numbaent.linear): scratch, the matrix product, small reads
+
+    @staticmethod
+    def scratch(shape, dtype):
+        return np.empty(shape, dtype)
+
+    @staticmethod
+    def host(a):
+        """A NumPy array of an array of this memory (here: itself)."""
+        return a
+
+    put = host  # a NumPy array into this memory
+    result = host  # a result array of this memory, as the op returns it
+
+    @staticmethod
+    def take(x, cols):
+        """x[i, cols[i]] per row, float64 on the host."""
+        return x[np.arange(x.shape[0]), cols].astype(np.float64)
+
+    @staticmethod
+    def product(a, w, b, out, wide, key):
+        """out = a @ w.T (+ b) in out's dtype, by NumPy's matrix product (BLAS); narrower inputs
+        are widened first into buffers kept in ``wide`` (one chunk at a time, reused)."""
+        dt = out.dtype
+        a = _widened(a, dt, wide, key + ":rows")
+        w = _widened(w, dt, wide, key + ":weight")
+        np.matmul(a, w.T, out=out)
+        if b is not None:
+            np.add(out, b.astype(dt, copy=False), out=out)
+
+    @staticmethod
+    def label_logits(h, w, b, y, ignore_index, dtype):
+        """Each row's logit of its label, h[i] . w[y[i]] (+ b[y[i]]), in float64 (NaN for ignored
+        rows), 256 rows at a time (bounded temporaries)."""
+        out = np.full(h.shape[0], np.nan)
+        ok = np.flatnonzero(y != ignore_index)
+        for s in range(0, ok.size, 256):
+            idx = ok[s : s + 256]
+            hv = h[idx].astype(np.float64)
+            out[idx] = np.einsum("ij,ij->i", hv, w[y[idx]].astype(np.float64))
+        if b is not None and ok.size:
+            out[ok] += b[y[ok]].astype(np.float64)
+        return out
+
+    @staticmethod
+    def weighted_sum(x, w):
+        """sum_j w_j x[i, j] per row in float64 (``w`` a scalar or a (C,) float64 array)."""
+        if np.ndim(w) == 0:
+            return x.sum(axis=1, dtype=np.float64) * float(w)
+        return x @ w
+
     def full(self, op, rows, out):
         """softmax / log_softmax: a result of the input's shape."""
         data = rows.data
@@ -117,6 +168,18 @@ class Host:
             np.moveaxis(out, rows.axis, -1)[...] = flat.reshape(rows.moved)
             return out
         return np.moveaxis(flat.reshape(rows.moved), -1, rows.axis)
+
+
+def _widened(a, dtype, wide, key):
+    """``a`` in ``dtype``: itself, or a copy into the reused buffer ``wide[key]``."""
+    if a.dtype == dtype:
+        return a
+    buf = wide.get(key)
+    if buf is None or buf.size < a.size:
+        buf = wide[key] = np.empty(a.size, dtype)
+    view = buf[: a.size].reshape(a.shape)
+    view[...] = a
+    return view
 
 
 _HOSTS: dict[str, Host] = {}

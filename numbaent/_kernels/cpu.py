@@ -194,3 +194,7 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
         kl = outs["kl_divergence"]
         exact.softmax_kl(teacher, x, inv_t, kl, exact.nonfinite_rows(kl, teacher, x))
     return first_fault(bad, y)
+
+
+def count_above(x, thr, lab, out):
+    cpu_score.count_above(ro(x), ro(thr), ro(lab), out)

@@ -367,3 +367,25 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                 if valid:
                     rank[i] = above
                     correct[i] = above == 0
+
+
+@njit(**KERNEL)
+def count_above(x, thr, lab, out):
+    """Per row i of a chunk of logits: the classes j != lab[i] with x[i, j] > thr[i], or equal at
+    j < lab[i] (the rank's count; lab < 0: none lower, lab >= C: all lower). Compared in
+    float64, exactly."""
+    c = x.shape[1]
+    for i in prange(x.shape[0]):
+        r = x[i]
+        t = thr[i]
+        lab_i = lab[i]
+        lo = min(max(lab_i, 0), c)
+        a = r[:lo]
+        n = 0
+        for j in range(a.shape[0]):
+            n += 1 if np.float64(a[j]) >= t else 0
+        hi = lo + 1 if 0 <= lab_i < c else lo
+        b = r[hi:]
+        for j in range(b.shape[0]):
+            n += 1 if np.float64(b[j]) > t else 0
+        out[i] = n

@@ -88,3 +88,12 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
     for name, arr in outs.items():
         arr[...] = res[name]
     return first_fault(res["bad"], y) if "bad" in res else None
+
+
+def count_above(x, thr, lab, out):
+    """Classes j != lab with x > thr, or x == thr at j < lab, per row (see cpu_score)."""
+    j = np.arange(x.shape[1])[None, :]
+    t, lab = thr[:, None], lab[:, None]
+    with np.errstate(invalid="ignore"):
+        hit = ((x > t) | ((x == t) & (j < lab))) & (j != lab)
+    out[...] = hit.sum(axis=1)
