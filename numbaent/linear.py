@@ -52,7 +52,7 @@ __all__ = ["linear_cross_entropy", "linear_score", "SCRATCH_BYTES"]
 
 #: the most bytes of scratch a call holds: the chunk of logits (and the teacher's), and the widened
 #: chunks of float16 / bfloat16 hidden states and weights
-SCRATCH_BYTES = 48 << 20
+SCRATCH_BYTES = 32 << 20
 #: classes per chunk when ``chunk_classes`` is not given (fewer when d is large and the weight is
 #: widened, so the widened chunk stays within the scratch)
 DEFAULT_CHUNK = 4096
@@ -313,6 +313,7 @@ class _State:
             self.K = np.zeros(n)
 
 
+@np.errstate(all="ignore")  # NaN / inf rows: their fields are NaN, by rule
 def _weights(la, lb, l_new):
     """exp of the log-weights La - L, Lb - L (0 where a side is empty)."""
     with np.errstate(invalid="ignore"):
@@ -357,6 +358,7 @@ def _fold(sp, h2, w, b, y, teacher, inv_t, ignore_index, dtype, plan, smooth_w, 
     return st
 
 
+@np.errstate(all="ignore")  # NaN / inf rows: their fields are NaN, by rule
 def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled, smooth_w,
                 ce_only):  # fmt: skip
     nr, c = x.shape
@@ -374,7 +376,7 @@ def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled
     la = st.L[sl]
     l_new = np.logaddexp(la, lb)
     da, db, wa, wb = _weights(la, lb, l_new)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         st.E[sl] = np.where(wa > 0, wa * (st.E[sl] - da), 0.0) + np.where(
             wb > 0, wb * (o["entropy"] - db), 0.0
         )
@@ -430,6 +432,7 @@ def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled
             st.above[sl] += np.where(valid, sp.host(cnt), 0)
 
 
+@np.errstate(all="ignore")  # NaN / inf rows: their fields are NaN, by rule
 def _finish_scores(st, y, ignore_index, inv_t, dtype, teacher):
     """The Scores fields (float64 -> dtype) of the merged states."""
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -457,6 +460,7 @@ def _finish_scores(st, y, ignore_index, inv_t, dtype, teacher):
     return f
 
 
+@np.errstate(all="ignore")  # NaN / inf rows: their fields are NaN, by rule
 def _finish_ce(sp, st, y, cls_w, eps, nv, ignore_index, inv_t, dtype, batch, divisor, reduction):
     """softmax_cross_entropy's per-row loss from the merged states, then its finishing."""
     ign = y == ignore_index

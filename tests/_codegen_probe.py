@@ -21,7 +21,7 @@ HOT = {
     ],
     cpu_logits: ["_blk_linear", "blk_kl", "blk_kl_max"],
     cpu_prob: ["_blk_entropy", "_blk_pq", "_blk_js"],
-    cpu_score: ["_blk_teacher", "_blk_teacher_fused", "_blk_teacher_t"],
+    cpu_score: ["_blk_teacher", "_blk_teacher_fused", "_blk_teacher_t", "_count_row"],
 }  # fmt: skip
 PACKED = re.compile(r"^\s*v\w+\s.*%[yz]mm\d+", re.M)
 
@@ -44,6 +44,7 @@ def workload():
     ne.score(x, y)
     ne.score(x, y, temperature=2.0)
     ne.score(x.astype(ml_dtypes.bfloat16), y)
+    ne.linear_score(x[:, :64], x[:, :64], y % 8)  # the rank counts of numbaent.linear
     ne.entropy(p)
     ne.kl_divergence(p, q)
     ne.js_divergence(p, q)

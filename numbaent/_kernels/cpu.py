@@ -78,6 +78,8 @@ def _small(x):
 
 
 _NO_I64 = ro(np.empty(0, np.int64))
+#: the working precision of a kernel whose outputs may be wider (score: float64 chunk states)
+_LIKE = {t: ro(np.empty(0, t)) for t in (np.float32, np.float64)}
 _NO_F64 = np.empty(0, np.float64)
 _NO_I8 = np.empty(0, np.int8)
 
@@ -178,6 +180,9 @@ def score(x, y, ignore_index, teacher, inv_t, outs):
         kernel_view(teacher) if teacher is not None else xv,
         teacher is not None,
         float(inv_t),
+        _LIKE[
+            np.float64 if np.float64 in (x.dtype, getattr(teacher, "dtype", None)) else np.float32
+        ],
         lse,
         outs["entropy"],
         outs["argmax"],

@@ -9,7 +9,9 @@ the Brier score), and, with a teacher, St = sum et, U = sum et ((a - mt) - (x - 
 units (a the teacher logit, et = exp((a - mt) it); see kl_move in _blocks). With labels, the
 classes ranked above the label are counted in the same pass (block_score; block_rank in
 the max pass of two-pass blocks, a pass of its own over the L1 block with a teacher).
-Nothing is divided by T_ before the max is subtracted. From these: confidence = 1 / S, margin =
+Nothing is divided by T_ before the max is subtracted. ``like`` (an empty array of the logits' math
+dtype) sets the working precision; the outputs may be wider (float64 outputs of float32 logits:
+the per-chunk states of numbaent.linear, at float32 speed). From these: confidence = 1 / S, margin =
 (1 - exp((m2 - m) it)) / S, brier = S2 / S^2 - 2 p_y + 1.
 """
 
@@ -213,24 +215,24 @@ def _displace(m, m2, bx):
 
 
 @njit(**KERNEL)
-def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax, conf, margin,
+def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, like, lse, ent, amax, conf, margin,
           ce, correct, rank, brier, kl, bad):  # fmt: skip
     c = x.shape[1]
-    it = cst(lse, inv_t)
+    it = cst(like, inv_t)
     one_t = inv_t == 1.0
-    slack = cst(lse, SLACK)
+    slack = cst(like, SLACK)
     blk = KL_BLOCK if has_teacher else SCORE_BLOCK
     for i in prange(x.shape[0]):
         r = x[i]
         rt = tq[i]  # tq is x itself when there is no teacher
         lab = y[i] if has_labels else ignore_index
         lab_ok = has_labels and lab != ignore_index and lab >= 0 and lab < c
-        xy = cst(lse, ld(r[lab])) if lab_ok else cst(lse, np.inf)
+        xy = cst(like, ld(r[lab])) if lab_ok else cst(like, np.inf)
         ylab = lab if lab_ok else c  # block_score counts nothing that matters without a label
         above = 0
-        m = cst(lse, NINF)  # the first block takes two passes (see SLACK in _blocks)
+        m = cst(like, NINF)  # the first block takes two passes (see SLACK in _blocks)
         m2 = m
-        mt = cst(lse, NINF)
+        mt = cst(like, NINF)
         S = 0.0
         T = 0.0
         S2 = 0.0
@@ -249,7 +251,7 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                         r, rt, lo, hi, m, mt, ylab, xy
                     )
                     done = bx <= m + slack and fbt <= mt + slack
-                    if done and kl_far_below(fbmin, m, 1.0, lse):
+                    if done and kl_far_below(fbmin, m, 1.0, like):
                         s, t, s2, st, u = _teacher_exact_block(r, rt, lo, hi, m, mt, s, t, s2,
                                                                st, u)  # fmt: skip
                 else:
@@ -257,7 +259,7 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                         s, t, s2, cnt, bx = block_score(r, lo, hi, m, ylab, xy)
                     else:  # no Brier score, no rank: the entropy's loop alone
                         s, t, bx = block_sumexp_t_max(r, lo, hi, m)
-                        s2 = cst(lse, 0.0)
+                        s2 = cst(like, 0.0)
                     fbt = mt
                     done = bx <= m + slack
                 if done:
@@ -269,7 +271,7 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                         U += np.float64(u)
                     bm = update_max(m, bx)
                     bmt = update_max(mt, fbt)
-            bmin = cst(lse, np.inf)  # the model's block min (two-pass blocks with a teacher)
+            bmin = cst(like, np.inf)  # the model's block min (two-pass blocks with a teacher)
             if done:
                 above += cnt  # counted in block_score's loop
             elif not has_teacher and lab_ok:
@@ -281,10 +283,10 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                 above += block_rank(r, lo, hi, lab, xy)[2]
             if not done and (has_teacher or not lab_ok):
                 if has_teacher:
-                    bx, bmin = block_max_min(r, lo, hi, lse)
-                    bmt = update_max(mt, block_max(rt, lo, hi, lse))
+                    bx, bmin = block_max_min(r, lo, hi, like)
+                    bmt = update_max(mt, block_max(rt, lo, hi, like))
                 else:
-                    bx = block_max(r, lo, hi, lse)
+                    bx = block_max(r, lo, hi, like)
                     bmt = mt
                 bm = update_max(m, bx)
             m2 = _displace(m, m2, bx)
@@ -310,7 +312,7 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                     s, t, s2 = block_sumexp_t(r, lo, hi, rm, it)
             else:
                 rt_ = ref_of(mt)
-                far = kl_far_below(bmin, rm, inv_t, lse)
+                far = kl_far_below(bmin, rm, inv_t, like)
                 if one_t:
                     s, t, s2, st, u = _blk_teacher(r, rt, lo, hi, rm, rt_)
                     if far:
@@ -319,7 +321,7 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                 else:
                     s, t, s2, st, u = _blk_teacher_t(r, rt, lo, hi, rm, rt_, it)
                     if far and kl_flush_risk(rt, r, lo, hi, rt_, rm, it):  # as _teacher_exact_block
-                        if is_f32(lse):
+                        if is_f32(like):
                             s, t, s2, st, u = _blk_teacher_t(
                                 r, rt, lo, hi, np.float64(rm), np.float64(rt_), inv_t
                             )
@@ -332,8 +334,8 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
             S2 += np.float64(s2)
         if amlo >= 0:
             hi = min(amlo + blk, c)
-            am = _first_index(r, amlo, hi, m, lse)
-            m2 = _second_max(r, amlo, hi, am, m2, lse)
+            am = _first_index(r, amlo, hi, m, like)
+            m2 = _second_max(r, amlo, hi, am, m2, like)
         S = at_least_one(S, m)
         logS = np.log(S)
         lse[i] = np.float64(m) * inv_t + logS
@@ -369,23 +371,25 @@ def score(x, y, has_labels, ignore_index, tq, has_teacher, inv_t, lse, ent, amax
                     correct[i] = above == 0
 
 
+@njit(**BLK)
+def _count_row(r, t, lab_i):
+    """Classes j != lab_i of the row with r[j] > t, or r[j] == t at j < lab_i (in float64)."""
+    c = r.shape[0]
+    lo = min(max(lab_i, 0), c)
+    a = r[:lo]
+    n = 0
+    for j in range(a.shape[0]):
+        n += 1 if np.float64(a[j]) >= t else 0
+    b = r[lo + 1 if 0 <= lab_i < c else lo :]
+    for j in range(b.shape[0]):
+        n += 1 if np.float64(b[j]) > t else 0
+    return n
+
+
 @njit(**KERNEL)
 def count_above(x, thr, lab, out):
     """Per row i of a chunk of logits: the classes j != lab[i] with x[i, j] > thr[i], or equal at
-    j < lab[i] (the rank's count; lab < 0: none lower, lab >= C: all lower). Compared in
-    float64, exactly."""
-    c = x.shape[1]
+    j < lab[i] (the rank's count in numbaent.linear; lab < 0: none lower, lab >= C: all lower).
+    Compared in float64, exactly."""
     for i in prange(x.shape[0]):
-        r = x[i]
-        t = thr[i]
-        lab_i = lab[i]
-        lo = min(max(lab_i, 0), c)
-        a = r[:lo]
-        n = 0
-        for j in range(a.shape[0]):
-            n += 1 if np.float64(a[j]) >= t else 0
-        hi = lo + 1 if 0 <= lab_i < c else lo
-        b = r[hi:]
-        for j in range(b.shape[0]):
-            n += 1 if np.float64(b[j]) > t else 0
-        out[i] = n
+        out[i] = _count_row(x[i], thr[i], lab[i])
