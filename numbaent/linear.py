@@ -358,20 +358,26 @@ def _fold(sp, h2, w, b, y, teacher, inv_t, ignore_index, dtype, plan, smooth_w, 
     return st
 
 
+def _chunk_score(sp, x, yl, xt, inv_t):
+    """The backend's score of a chunk as rows of their own (local labels ``yl``), float64 fields
+    on the host."""
+    outs = {k: sp.scratch((x.shape[0],), dt)
+            for k, dt in v.score_fields(np.float64, True, xt is not None).items()}  # fmt: skip
+    sp.k.score(x, sp.put(yl), -1, xt, inv_t, outs)
+    return {k: sp.host(a) for k, a in outs.items()}
+
+
 @np.errstate(all="ignore")  # NaN / inf rows: their fields are NaN, by rule
 def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled, smooth_w,
                 ce_only):  # fmt: skip
     nr, c = x.shape
-    f64 = np.float64
     sl = slice(r0, r1)
     inside = None
-    if yr is not None:
+    yl = np.zeros(nr, np.int64)  # every row a label (the Brier score gives sum p^2), and one
+    if yr is not None:  # compiled variant of the kernel per teacher / dtype, not four
         inside = (yr != ignore_index) & (yr >= c0) & (yr < c0 + c)
-        yl = np.where(inside, yr - c0, 0)  # every row a label: the Brier score gives sum p^2
-    want = v.score_fields(f64, labelled, xt is not None)
-    outs = {k: sp.scratch((nr,), dt) for k, dt in want.items()}
-    sp.k.score(x, sp.put(yl) if labelled else None, -1, xt, inv_t, outs)
-    o = {k: sp.host(a) for k, a in outs.items()}
+        yl = np.where(inside, yr - c0, 0)
+    o = _chunk_score(sp, x, yl, xt, inv_t)
     lb = o["logsumexp"]
     la = st.L[sl]
     l_new = np.logaddexp(la, lb)
@@ -389,7 +395,7 @@ def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled
         take = (mb > ma) | (np.isnan(mb) & ~np.isnan(ma))
         st.M2[sl] = np.fmax(np.fmin(ma, mb), np.fmax(st.M2[sl], m2b))
         st.A[sl] = np.where(take, amb + c0, st.A[sl])
-        st.M[sl] = np.where(take, mb, np.fmax(ma, mb))
+        st.M[sl] = np.where(take, mb, ma)
         if labelled:
             # sum p^2 from the Brier score of the label column (or column 0): brier + 2 p_j - 1
             xj = sp.take(x, yl)
@@ -398,11 +404,7 @@ def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled
                 wb > 0, wb * wb * p2b, 0.0
             )
         if xt is not None:
-            touts = {
-                k: sp.scratch((nr,), dt) for k, dt in v.score_fields(f64, False, False).items()
-            }
-            sp.k.score(xt, None, -1, None, inv_t, touts)
-            ltb = sp.host(touts["logsumexp"])
+            ltb = _chunk_score(sp, xt, yl, None, inv_t)["logsumexp"]
             lta = st.Lt[sl]
             lt_new = np.logaddexp(lta, ltb)
             ta, tb, ua, ub = _weights(lta, ltb, lt_new)
