@@ -290,3 +290,40 @@ def test_peak_memory_is_the_scratch(dt, teacher):
     added = json.loads(out.stdout.strip().splitlines()[-1])["added"]
     limit = 64 * 2**20 + 200 * n  # 64 MB + O(rows)
     assert added <= limit, f"added {added / 2**20:.1f} MB above the inputs"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(n=st.integers(0, 9), d=st.integers(1, 6), nv=st.integers(1, 70),
+       chunk=st.integers(1, 80), seed=st.integers(0, 2**31 - 1), t=st.sampled_from([1.0, 0.5, 3.0]),
+       tie=st.booleans(), backend=st.sampled_from(BACKENDS))  # fmt: skip
+def test_property_any_chunking_is_score_of_the_logits(n, d, nv, chunk, seed, t, tie, backend):
+    """For any shape and chunking: the fields of score(hidden @ weight.T + bias), and the
+    identities (correct == (rank == 0), brier in [0, 2], 1/V <= confidence <= 1, margin in
+    [0, 1], KL >= 0). Integer-valued inputs make exact logits, so ties are real ties."""
+    rng = np.random.default_rng(seed)
+    h = rng.integers(-3, 4, (n, d)).astype(np.float32)
+    w = rng.integers(-3, 4, (nv, d)).astype(np.float32)
+    if tie and nv > 1:
+        w[rng.integers(0, nv, nv // 2)] = w[0]  # duplicated classes: tied logits in many chunks
+    b = rng.integers(-2, 3, nv).astype(np.float32)
+    y = rng.integers(0, nv, n)
+    if n:
+        y[rng.random(n) < 0.2] = -100
+    th = rng.standard_normal((n, 3)).astype(np.float32)
+    tw = rng.standard_normal((nv, 3)).astype(np.float32)
+    s = ne.linear_score(h, w, y, bias=b, teacher=(th, tw), temperature=t, chunk_classes=chunk,
+                        backend=backend)  # fmt: skip
+    x = _logits(h, w, b)
+    r = ne.score(x, y, teacher_logits=_logits(th, tw), temperature=t)
+    _same_scores(s, r, 2e-5)
+    kept = y != -100
+    np.testing.assert_array_equal(s.correct[kept], s.rank[kept] == 0)
+    assert ((s.brier >= 0) & (s.brier <= 2 + 1e-6)).all()
+    assert ((s.confidence >= 1 / nv - 1e-6) & (s.confidence <= 1 + 1e-6)).all()
+    assert ((s.margin >= 0) & (s.margin <= 1 + 1e-6)).all()
+    assert (s.kl_divergence >= 0).all()
