@@ -561,7 +561,9 @@ PTX_QUICK = {
     "logsumexp-bf16", "log_softmax-bf16", "softmax-bf16", "softmax_entropy-bf16",
     "ce_labels-bf16-wTrue-eps0.1", "ce_soft-bf16-wTrue", "softmax_kl-bf16",
     "score-bf16-labelsTrue-teacherTrue-invt0.5", "copy-2d-int64-float64", "reduce-float32",
-    "redo_rows-bf16-f32",
+    "redo_rows-bf16-f32", "count_above-f32", "label_logits-bf16-biasTrue",
+    "weighted_sum-bf16-perTrue", "take_cols-f32", "widen-bf16-float32",
+    "score-f32-out64-teacherTrue-invt0.5",
 }  # fmt: skip
 CCS = [(8, 0), (9, 0)] if PTX_ALL else [(9, 0)]
 
@@ -619,6 +621,26 @@ def _ptx_cases():
          z(2, i64), z(2, f), z(2, f), z(2, f), z(2, np.bool_), z(2, i64), z(2, f), z(2, f),
          z(1, i64))  # fmt: skip
     cases.append(("score-f32-teacher-bf16", "score", a))
+    # numbaent.linear on the device: the rank's count, the label logits, the smoothing sum
+    f64 = np.float64
+    for k, dt in KINDS.items():
+        x = z((2, 5), dt)
+        cases.append((f"count_above-{k}", "count_above", (x, z(2, f64), z(2, i64), z(2, i64))))
+        for bias in (False, True):
+            b = z(4, dt) if bias else None
+            cases.append((f"label_logits-{k}-bias{bias}", "label_logits",
+                          (x, z((4, 5), dt), b, z(2, i64), -100, z(2, f64))))  # fmt: skip
+        for per in (False, True):
+            cases.append((f"weighted_sum-{k}-per{per}", "weighted_sum",
+                          (x, z(5 if per else 1, f64), per, z(2, f64))))  # fmt: skip
+    # ... and its score of a float32 chunk into float64 outputs (the per-chunk states)
+    for teach, inv_t in ((False, 1.0), (True, 1.0), (False, 0.5), (True, 0.5)):
+        x, o = z((2, 5), f), z(2, f64)
+        a = (x, z(2, i64), True, -1, x, teach, inv_t, o, o, z(2, i64), o, o, o, z(2, np.bool_),
+             z(2, i64), o, o, z(1, i64))  # fmt: skip
+        cases.append((f"score-f32-out64-teacher{teach}-invt{inv_t}", "score", a))
+    cases.append(("label_logits-bf16-f32-f64", "label_logits",
+                  (z((2, 5), np.uint16), z((4, 5), f), z(4, f64), z(2, i64), -100, z(2, f64))))  # fmt: skip
     return cases
 
 
@@ -656,6 +678,15 @@ def _util_cases():
                     (z((2, 3), dt), i64(1), z(2, i64), z((2, 3), dt))))  # fmt: skip
     for dt in (np.float32, np.float64):
         out.append((f"scatter-{np.dtype(dt)}", ku.scatter, (z(3, dt), z(2, i64), z(2, np.float64))))
+    # numbaent.linear on the device: one logit per row, half / float32 chunks widened for a product
+    for k, dt in KINDS.items():
+        take = (z((2, 3), dt), z(2, i64), z(2, np.float64))
+        out.append((f"take_cols-{k}", ku.take_cols(k), take))
+        for mt in (np.float32, np.float64):
+            if k != "f64" and (k, mt) != ("f32", np.float32):
+                out.append((f"widen-{k}-{np.dtype(mt)}", ku.widen(k, mt),
+                            (z((2, 3), dt), z((2, 3), mt))))  # fmt: skip
+            out.append((f"widen1-{k}-{np.dtype(mt)}", ku.widen1(k, mt), (z(3, dt), z(3, mt))))
     return out
 
 

@@ -1,7 +1,12 @@
 """The device adapter (``numbaent._op``): the op bodies of ``numbaent.logits`` /
-``probability`` / ``scoring`` on arrays that live on a GPU (CuPy arrays, torch CUDA tensors, numba
-device arrays, anything with ``__cuda_array_interface__``), and on host arrays with
+``probability`` / ``scoring`` / ``linear`` on arrays that live on a GPU (CuPy arrays, torch CUDA
+tensors, numba device arrays, anything with ``__cuda_array_interface__``), and on host arrays with
 ``backend="cuda"`` (copied in; the wrapper reads the results back).
+
+Scoring from hidden states (``numbaent.linear``) adds reused chunk scratch, reads of O(rows) chunk
+results to the host, per-row kernels (``kernels_linear``) and the one computation the array
+library does here: each chunk's matrix product (cuBLAS through torch or CuPy, on the call's
+stream; NumPy on host copies where neither is installed, as in the simulator).
 
 :class:`Device` has the host adapter's methods over device memory: the same validation and
 messages (``numbaent._validate`` on the arrays' metadata), outputs of the input's kind (CuPy ->
@@ -71,6 +76,7 @@ class Device:
         # numba device arrays on the current device, read back by the caller (numbaent._op)
         self.lib = "numba" if anchor is None or _is_sim_array(anchor) else _library(anchor)
         self.dev, ptr = self._device_and_stream(anchor)
+        self._ptr = ptr  # the stream's handle, for the array library's matrix product
         for a in arrays:
             if a is not None and _on_device(a) and not _is_sim_array(a):
                 d = self._device_of(a)
@@ -199,6 +205,170 @@ class Device:
     def scratch(self, shape, dtype):
         return self._alloc(shape, dtype)[1]
 
+    # scoring from hidden states (numbaent.linear): host <-> device, the matrix product, small
+    # per-row reads (the host adapter's methods of the same names)
+
+    def host(self, a):
+        """A NumPy array of a (small) device array: read back (the call's synchronisation)."""
+        if isinstance(a, np.ndarray):
+            return a
+        return self.read(a)
+
+    def put(self, a):
+        """A NumPy array into device memory (a numba device array, C-contiguous)."""
+        return self._to_device(np.require(a, requirements="C"))
+
+    def result(self, a):
+        """A NumPy result array as a device array of the call's kind (CuPy, torch, numba), on the
+        call's device and stream, as the other ops' results."""
+        a = np.require(a, requirements="C")
+        obj, vw = self._alloc(a.shape, a.dtype)
+        if a.size:
+            if _config.SIM:
+                vw.copy_to_device(a)
+            else:
+                vw.copy_to_device(a, stream=self.stream)
+        return obj
+
+    def take(self, x, cols):
+        """x[i, cols[i]] per row of a device chunk, float64 on the host (``cols``: host ints)."""
+        n = x.shape[0]
+        if n == 0:
+            return np.empty(0, np.float64)
+        out = self.scratch((n,), np.float64)
+        d_cols = self.put(np.asarray(cols, np.int64))
+        self.launch1d(ku.take_cols(ops.kind(x)), n, (x, d_cols, out))
+        return self.read(out)
+
+    def label_logits(self, h, w, b, y, ignore_index, dtype):
+        """Each row's logit of its label, h[i] . w[y[i]] (+ b[y[i]]), in float64 on the host (NaN
+        for ignored rows), by a kernel over the rows (one dot product of length d each)."""
+        n = h.shape[0]
+        if n == 0:
+            return np.empty(0, np.float64)
+        out = self.scratch((n,), np.float64)
+        d_y = self.put(np.asarray(y, np.int64))
+        ops.run("label_logits", n, self.stream, h, w, b, d_y, int(ignore_index), out)
+        return self.read(out)
+
+    def weighted_sum(self, x, w):
+        """sum_j w_j x[i, j] per row in float64 on the host (``w`` a scalar or a (C,) float64
+        NumPy array)."""
+        n = x.shape[0]
+        if n == 0:
+            return np.empty(0, np.float64)
+        per_class = np.ndim(w) != 0
+        wd = self.put(np.asarray(w, np.float64).reshape(-1))
+        out = self.scratch((n,), np.float64)
+        ops.run("weighted_sum", n, self.stream, x, wd, per_class, out)
+        return self.read(out)
+
+    def product(self, a, w, b, out, wide, key):
+        """out = a @ w.T (+ b) in out's dtype. Inputs of another dtype (float16, bfloat16 bits, a
+        float32 chunk for a float64 product) are widened chunk by chunk on the device into buffers
+        kept in ``wide`` (reused; never the whole weight). The product is cuBLAS's, through the
+        call's array library (torch for torch arrays, else CuPy, else torch), on the call's stream;
+        without either (the simulator, whose device arrays are host memory), NumPy's on host
+        copies, written back."""
+        dt = np.dtype(out.dtype)
+        if out.shape[0] == 0 or out.shape[1] == 0:
+            return
+        a = self._widened(a, dt, wide, key + ":rows")
+        w = self._widened(w, dt, wide, key + ":weight")
+        if b is not None:
+            b = self._widened_vector(b, dt, wide, key + ":bias")
+        if w.shape[1] == 0:  # d = 0: the logits are the bias (or 0)
+            self._fill_bias(out, b)
+            return
+        lib = self._matmul_lib()
+        if lib == "cupy":
+            import cupy
+
+            with cupy.cuda.Device(self.dev), _cupy_stream(self._ptr):
+                ca, cw, co = (cupy.asarray(t) for t in (a, w, out))
+                cupy.matmul(ca, cw.T, out=co)
+                if b is not None:
+                    cupy.add(co, cupy.asarray(b), out=co)
+            return
+        if lib == "torch":
+            import torch
+
+            dev = f"cuda:{self.dev}"
+            with torch.cuda.device(self.dev), _torch_stream(self._ptr, self.lib, self.dev):
+                ta, tw, to = (torch.as_tensor(t, device=dev) for t in (a, w, out))
+                if b is None:
+                    torch.matmul(ta, tw.T, out=to)
+                else:
+                    torch.addmm(torch.as_tensor(b, device=dev), ta, tw.T, out=to)
+            return
+        ha, hw = self._read_any(a), self._read_any(w)
+        res = np.matmul(ha, hw.T)
+        if b is not None:
+            res += self._read_any(b)
+        self._write(out, res.astype(dt, copy=False))
+
+    def _matmul_lib(self):
+        """The library of the matrix product: "cupy" / "torch" (cuBLAS), None (NumPy, host)."""
+        if _config.SIM:
+            return None
+        if self.lib in ("torch", "cupy"):
+            return self.lib
+        for name in ("cupy", "torch"):
+            if _importable(name):
+                return name
+        return None
+
+    def _widened(self, a, dtype, wide, key):
+        """``a`` (2-D) in ``dtype``: itself, or decoded / converted into ``wide[key]`` on the
+        device (a C-contiguous buffer grown as needed and reused)."""
+        if np.dtype(a.dtype) == dtype:
+            return a
+        size = int(a.shape[0]) * int(a.shape[1])
+        buf = wide.get(key)
+        if buf is None or buf.size < size:
+            buf = wide[key] = self.scratch((max(size, 1),), dtype)
+        dst = buf[:size].reshape(int(a.shape[0]), int(a.shape[1]))
+        if size:
+            self.launch1d(ku.widen(ops.kind(a), dtype.type), size, (a, dst))
+        return dst
+
+    def _widened_vector(self, b, dtype, wide, key):
+        """A 1-D ``b`` as a C-contiguous vector of ``dtype`` (decoded, converted or made contiguous
+        into ``wide[key]``)."""
+        if np.dtype(b.dtype) == dtype and _c_contiguous(b):
+            return b
+        size = int(b.shape[0])
+        buf = wide.get(key)
+        if buf is None or buf.size < size:
+            buf = wide[key] = self.scratch((max(size, 1),), dtype)
+        dst = buf[:size]
+        if size:
+            self.launch1d(ku.widen1(ops.kind(b), dtype.type), size, (b, dst))
+        return dst
+
+    def _read_any(self, a):
+        """A device array (any strides) on the host."""
+        if not _c_contiguous(a):
+            c = self.scratch(a.shape, a.dtype)
+            axes = list(range(len(a.shape)))
+            self.copy(a, axes, c, axes)
+            a = c
+        return self.read(a)
+
+    def _write(self, out, h):
+        """Host ``h`` into the C-contiguous device array ``out``."""
+        h = np.require(h, requirements="C")
+        if _config.SIM:
+            out.copy_to_device(h)
+        else:
+            out.copy_to_device(h, stream=self.stream)
+            self.stream.synchronize()  # h is a temporary
+
+    def _fill_bias(self, out, b):
+        n, c = (int(s) for s in out.shape)
+        row = np.zeros(c, out.dtype) if b is None else self.read(b).reshape(c)
+        self._write(out, np.broadcast_to(row, (n, c)))
+
     # launches -----------------------------------------------------------------------------------
 
     def launch1d(self, kernel, total, args):
@@ -304,7 +474,16 @@ class Device:
 
     def finish(self, target, batch, final, out, *, divisor, reduction, nan_policy, nan_inputs,
                weights=None):  # fmt: skip
-        """nan_policy, units, reduction and ``out`` for a per-row result (``_validate.finish``)."""
+        """nan_policy, units, reduction and ``out`` for a per-row result (``_validate.finish``).
+        ``final`` is :meth:`per_row`'s, or None for a ``target`` of :meth:`result` (an array of
+        the call's kind, no ``out``: numbaent.linear); ``weights`` may be host row weights."""
+        if final is None:
+            obj = target
+            target = self.view(obj, "result")[0]
+            target = target.reshape(math.prod(batch))
+            final = (self._shaped(obj, batch) if reduction == "none" else None), None
+        if weights is not None and isinstance(weights, np.ndarray):
+            weights = self.put(weights.astype(np.float64, copy=False).reshape(-1))
         final, final_view = final
         if nan_policy == "raise":
             self._nan_raise(target, nan_inputs, batch)
@@ -333,6 +512,13 @@ class Device:
         else:
             kernel[1, t, self.stream, ops.shared_bytes(t, wp)](*args)
         return final
+
+    def _shaped(self, obj, batch):
+        """A result of :meth:`result` in the batch shape (a view)."""
+        batch = tuple(batch)
+        if tuple(obj.shape) == batch:
+            return obj
+        return obj.reshape(batch)
 
     def _nan_raise(self, res, inputs, batch):
         """nan_policy="raise": the first NaN result row with a NaN in one of ``inputs`` (name ->
@@ -404,7 +590,7 @@ class Device:
     def logits(self, a, name):
         vw, dt = self.view(a, name)
         v.check_logit_dtype(dt, name)
-        return vw
+        return ops.sim_host_shape(vw)  # the simulator's shapes refuse h.shape[-1]
 
     def probs(self, a, name):
         """Probabilities: floats as they are, integers and bools converted to float64."""
@@ -600,6 +786,11 @@ class Device:
     kl_divergence = functools.partialmethod(_prob, "kl_divergence")
     js_divergence = functools.partialmethod(_prob, "js_divergence")
 
+    def count_above(self, x, thr, lab, out):
+        """The rank's count over a chunk of logits (``numbaent._kernels.cpu_score.count_above``):
+        per row, the classes j != lab with x > thr, or x == thr at j < lab; all device arrays."""
+        ops.run("count_above", x.shape[0], self.stream, x, thr, lab, out)
+
     def score(self, x, y, ignore_index, tq, inv_t, outs):
         n = x.shape[0]
         dummy_f = self.scratch((1,), outs["logsumexp"].dtype)
@@ -631,6 +822,39 @@ class Device:
 
 # --------------------------------------------------------------------------------------------------
 # helpers
+
+
+@functools.cache
+def _importable(name):
+    try:
+        __import__(name)
+    except Exception:  # not installed, or broken: the product falls back to the host
+        return False
+    return True
+
+
+def _cupy_stream(ptr):
+    """CuPy's stream object for a stream handle (0 / 1: the legacy default, 2: per-thread)."""
+    import cupy
+
+    if ptr in (0, 1):
+        return cupy.cuda.Stream.null
+    if ptr == 2:
+        return cupy.cuda.Stream.ptds
+    return cupy.cuda.ExternalStream(ptr)
+
+
+def _torch_stream(ptr, lib, dev):
+    """A context making the call's stream torch's current one (torch arrays: it already is)."""
+    import contextlib
+
+    import torch
+
+    if lib == "torch":
+        return contextlib.nullcontext()
+    if ptr in (0, 1):
+        return torch.cuda.stream(torch.cuda.default_stream(dev))
+    return torch.cuda.stream(torch.cuda.ExternalStream(ptr, device=dev))
 
 
 def _device_array_types():

@@ -13,7 +13,16 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._devmath import F64, SHARED_T, block_reduce, combine_sums, loader, quiet, row_kernel
+from ._devmath import (
+    F64,
+    SHARED_T,
+    block_reduce,
+    combine_sums,
+    loader,
+    loader1,
+    quiet,
+    row_kernel,
+)
 
 COPY_THREADS = 256
 
@@ -184,3 +193,49 @@ def scatter(dst, idx, vals):
     start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     for k in range(start, idx.shape[0], cuda.gridDim.x * cuda.blockDim.x):
         dst[idx[k]] = vals[k]
+
+
+@functools.cache
+def take_cols(kind: str):
+    """out[i] = x[i, cols[i]] in float64 (numbaent.linear's reads of one logit per row)."""
+    ld = loader(kind, np.float64)
+
+    @cuda.jit
+    def kernel(x, cols, out):
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for i in range(start, out.shape[0], cuda.gridDim.x * cuda.blockDim.x):
+            out[i] = ld(x, i, cols[i])
+
+    return kernel
+
+
+@functools.cache
+def widen(kind: str, mt):
+    """dst[i, j] = src[i, j] decoded (bfloat16 bits, float16) or converted to ``mt`` (a chunk of
+    hidden states or weights for the matrix product; ``src`` may be strided, ``dst`` is not)."""
+    ld = loader(kind, mt)
+
+    @cuda.jit
+    def kernel(src, dst):
+        rows, c = dst.shape
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for e in range(start, rows * c, cuda.gridDim.x * cuda.blockDim.x):
+            i = e // c
+            j = e - i * c
+            dst[i, j] = ld(src, i, j)
+
+    return kernel
+
+
+@functools.cache
+def widen1(kind: str, mt):
+    """As :func:`widen` for a 1-D ``src`` (a chunk of the bias)."""
+    ld = loader1(kind, mt)
+
+    @cuda.jit
+    def kernel(src, dst):
+        start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for j in range(start, dst.shape[0], cuda.gridDim.x * cuda.blockDim.x):
+            dst[j] = ld(src, j)
+
+    return kernel

@@ -14,11 +14,13 @@ launching anything: ``tests/test_cuda.py`` compiles every kernel to PTX from it.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
 
 from . import _config
+from . import kernels_linear as kn
 from . import kernels_logits as kl
 from . import kernels_prob as kp
 from . import kernels_score as ks
@@ -68,13 +70,47 @@ def launch(kernel, rows: int, stream, args) -> None:
 def launch_sim(kernel, grid, threads, nbytes, args) -> None:
     """Simulator launch. The simulator runs a block as Python threads that meet at every barrier;
     with the default 5 ms GIL switch interval each barrier costs milliseconds, so the interval is
-    shortened for the launch only."""
+    shortened for the launch only. Arrays of :func:`sim_host_shape` go in as plain simulator
+    arrays (inside a kernel a shape takes no negative index, in the simulator as on a GPU)."""
+    args = tuple(_plain(a) for a in args)
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     try:
         kernel[grid, threads, 0, nbytes](*args)
     finally:
         sys.setswitchinterval(old)
+
+
+@functools.cache
+def _sim_class():
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    class HostShaped(FakeCUDAArray):
+        """A simulator array whose ``shape`` is a plain tuple (negative indices work, as on a real
+        device array's host side; the simulator's FakeShape refuses them everywhere). Slices and
+        reshapes of it are plain simulator arrays again."""
+
+        @property
+        def shape(self):
+            return tuple(self._ary.shape)
+
+    return HostShaped
+
+
+def sim_host_shape(a):
+    """Under the simulator, a device array as a real one behaves on the host (see ``_sim_class``);
+    elsewhere ``a`` itself."""
+    if not _config.SIM or type(a).__name__ != "FakeCUDAArray":
+        return a
+    return _sim_class()(a._ary, stream=a.stream)
+
+
+def _plain(a):
+    if _config.SIM and type(a) is _sim_class():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(a._ary, stream=a.stream)
+    return a
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +163,17 @@ def kernel_args(op: str, *a):
                      bool(has_teacher), one_t)  # fmt: skip
         return k, (x, y, ignore_index, tq, float(inv_t), lse, ent, amax, conf, margin, ce, correct,
                    rank, brier, kld, first)  # fmt: skip
+    if op == "count_above":  # numbaent.linear: the rank's count over a chunk of logits
+        x, thr, lab, out = a
+        return kn.count_above(kind(x), t, w), (x, thr, lab, out)
+    if op == "label_logits":  # numbaent.linear: each row's logit of its label, in float64
+        h, wt, b, y, ignore_index, out = a
+        kb = None if b is None else kind(b)
+        k = kn.label_logits(kind(h), kind(wt), kb, t, w)
+        return k, (h, wt, b if b is not None else out, y, np.int64(ignore_index), out)
+    if op == "weighted_sum":  # numbaent.linear: sum_j w_j x_j per row, in float64
+        x, wc, per_class, out = a
+        return kn.weighted_sum(kind(x), bool(per_class), t, w), (x, wc, out)
     raise KeyError(op)
 
 
