@@ -9,6 +9,13 @@ bit-identical to the summary of all rows in one piece, whatever ``--chunk-rows``
 ``-o OUT.npz`` / ``-o OUT.parquet`` writes the per-row arrays, through a temporary file in the
 same directory that is renamed into place only when everything succeeded.
 
+``numbaent score --hidden H --weight W [--bias B]`` scores the logits ``H @ W.T + B`` instead, with
+:func:`numbaent.linear_score` on each row chunk of the hidden states (which makes the chunk's
+logits class chunk by class chunk and never holds them); a teacher is ``--teacher-hidden TH
+--teacher-weight TW [--teacher-bias TB]``. The row chunks, the summary, ``-o``, the progress line
+and the report are those of the logits path (one loop serves both: ``_run_score``); a ``--hidden``
+``.npz`` carries ``weight``, ``bias``, ``labels`` and the teacher's arrays along by name.
+
 ``numbaent info`` prints versions, the backends with the reasons they are (un)available, the
 Numba thread count, and the CUDA device name when the cuda backend is available.
 
@@ -56,6 +63,12 @@ NPZ_NAMES = {
     "logits": ("logits",),
     "labels": ("labels",),
     "teacher": ("teacher_logits", "logits"),
+    "hidden": ("hidden",),
+    "weight": ("weight",),
+    "bias": ("bias",),
+    "teacher_hidden": ("teacher_hidden", "hidden"),
+    "teacher_weight": ("teacher_weight", "weight"),
+    "teacher_bias": ("teacher_bias", "bias"),
 }
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -701,7 +714,9 @@ def _summary_rows(summary: dict[str, Any], units: str, bins: int) -> list[tuple[
     return rows
 
 
-def _raise_on_nan(scores: Any, start: int, batch_shape: tuple[int, ...], path: str) -> None:
+def _raise_on_nan(
+    scores: Any, start: int, batch_shape: tuple[int, ...], path: str, why: str
+) -> None:
     """--nan-policy raise: the first non-ignored row of this chunk whose statistics are NaN."""
     bad = np.isnan(np.asarray(scores.entropy, np.float64))
     if scores.ignored is not None:
@@ -710,7 +725,7 @@ def _raise_on_nan(scores: Any, start: int, batch_shape: tuple[int, ...], path: s
         row = start + int(np.argmax(bad))
         raise CliError(
             _validate.nan_row(path, _validate.row_name(row, batch_shape)).args[0]
-            + " (a NaN or +inf logit, or only -inf; --nan-policy propagate counts such rows)"
+            + f" ({why}; --nan-policy propagate counts such rows)"
         )
 
 
@@ -730,79 +745,317 @@ def _sequence_summary(seq: dict[str, np.ndarray], count: int) -> dict[str, Any]:
     }
 
 
-def _cmd_score(args: argparse.Namespace) -> int:
-    import numbaent
+class _Inputs:
+    """The score command's input arrays, loaded by role (see ``NPZ_NAMES``), and what was read:
+    ``arrays`` maps each role to FILE or FILE.npz:NAME (the report's), ``specs`` holds the user's
+    paths (the ``-o`` check)."""
 
-    _validate.check_temperature(args.temperature)  # before any file is read or created
+    def __init__(self) -> None:
+        self.arrays: dict[str, str] = {}
+        self.specs: list[str] = []
 
-    arrays: dict[str, str] = {}  # what was read, for the report: role -> FILE or FILE.npz:NAME
-
-    def load(spec: str, role: str) -> np.ndarray:
+    def load(self, spec: str | None, role: str) -> np.ndarray | None:
+        if spec is None:
+            return None
         path, kind, name = locate(spec, role)
         arr = load_located(path, kind, name)
         if role != "labels" and _is_raw_bf16(arr.dtype):
             arr = _as_bf16(arr, spec)
         _check_role(arr, spec, role)
-        arrays[role] = f"{path}:{name}" if name else str(path)
+        self.arrays[role] = f"{path}:{name}" if name else str(path)
+        self.specs.append(spec)
         return arr
 
-    logits = load(args.logits, "logits")
-    labels = None if args.labels is None else load(args.labels, "labels")
-    teacher = None if args.teacher is None else load(args.teacher, "teacher")
-    # a .npz input may carry its labels / teacher logits along (unless FILE.npz:NAME was given)
-    if _sniff_quiet(args.logits) == "npz":
-        members = _npz_members(Path(args.logits))
-        if labels is None and "labels" in members:
-            labels = load(f"{args.logits}:labels", "labels")
-        if teacher is None and "teacher_logits" in members:
-            teacher = load(f"{args.logits}:teacher_logits", "teacher")
+    def carried(
+        self, spec: str, have: dict[str, np.ndarray | None], names: dict[str, tuple[str, ...]]
+    ) -> dict[str, np.ndarray | None]:
+        """``have`` with the arrays a ``.npz`` input carries along (unless FILE.npz:NAME was
+        given): each role of ``names`` that ``have`` lacks, from the first member named so."""
+        if _sniff_quiet(spec) == "npz":
+            members = _npz_members(Path(spec))
+            for role, cands in names.items():
+                member = next((c for c in cands if c in members), None)
+                if have.get(role) is None and member is not None:
+                    have[role] = self.load(f"{spec}:{member}", role)
+        return have
 
+
+@dataclasses.dataclass
+class _Job:
+    """What the score command scores in row chunks: logits, or hidden states whose logits
+    :func:`numbaent.linear_score` makes class chunk by class chunk; and how the report names it."""
+
+    source: str  # "logits" or "hidden": the JSON context's "source", the role of the rows
+    spec: str  # the user's path of the rows (the table's first line, NaN errors)
+    shape: tuple[int, ...]  # of the rows' array: (..., C) logits or (..., d) hidden states
+    dtype: np.dtype  # of the rows' array
+    n_classes: int
+    streams: list[np.ndarray]  # the (n, .) arrays read in row chunks: the rows, the teacher's
+    labels: np.ndarray | None  # in the batch shape
+    teacher: bool
+    score: Any  # score(chunks of the streams, labels chunk or None) -> Scores
+    chunk_row_bytes: int  # bytes per row that the default chunk size counts
+    nan_why: str  # what a NaN row means, for --nan-policy raise
+    noun: str = "logits"  # the rows, in messages
+    last: str = "C"  # the name of their last axis
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.shape[:-1]
+
+
+def _check_labels_shape(labels: np.ndarray | None, batch_shape: tuple[int, ...], of: str) -> None:
+    if labels is not None and labels.shape != batch_shape:
+        raise CliError(f"labels shape {labels.shape} does not match {of} (expected {batch_shape})")
+
+
+def _check_label_range(
+    labels: np.ndarray, n_classes: int, ignore_index: int, batch: tuple[int, ...], spec: str
+) -> None:
+    """Every label in [0, C) or ``ignore_index``, checked before any row is scored (a bad label
+    far down a large file fails at once, naming its row in the whole file)."""
+    step = 1 << 22
+    for start in range(0, labels.shape[0], step):
+        y = np.asarray(labels[start : start + step])
+        bad = np.flatnonzero((y != ignore_index) & ((y < 0) | (y >= n_classes)))
+        if bad.size:
+            i = int(bad[0])
+            row = _validate.row_name(start + i, batch)
+            raise CliError(
+                _validate.label_out_of_range(spec, int(y[i]), row, n_classes, ignore_index).args[0]
+            )
+
+
+def _logits_job(args: argparse.Namespace, inputs: _Inputs) -> _Job:
+    import numbaent
+
+    logits = inputs.load(args.logits, "logits")
+    have = {
+        "labels": inputs.load(args.labels, "labels"),
+        "teacher": inputs.load(args.teacher, "teacher"),
+    }
+    # a .npz input may carry its labels / teacher logits along (unless FILE.npz:NAME was given)
+    have = inputs.carried(
+        args.logits, have, {"labels": ("labels",), "teacher": ("teacher_logits",)}
+    )
+    labels, teacher = have["labels"], have["teacher"]
     if logits.ndim < 2:
         raise CliError(
             f"{args.logits}: logits must be rows x classes (2-D, or more batch axes first); got "
             f"shape {logits.shape}: one row of C classes is shape (1, C)"
         )
-    batch_shape = logits.shape[:-1]
-    n_classes = logits.shape[-1]
-    if labels is not None:
-        if labels.shape != batch_shape:
-            raise CliError(
-                f"labels shape {labels.shape} does not match logits shape {logits.shape} "
-                f"(expected {batch_shape})"
-            )
+    batch_shape, n_classes = logits.shape[:-1], logits.shape[-1]
+    _check_labels_shape(labels, batch_shape, f"logits shape {logits.shape}")
     if teacher is not None and teacher.shape != logits.shape:
         raise CliError(
             f"teacher logits shape {teacher.shape} does not match logits shape {logits.shape}"
         )
+    n = math.prod(batch_shape)
+    streams = [a.reshape(n, n_classes) for a in (logits, teacher) if a is not None]
 
-    n = int(np.prod(batch_shape, dtype=np.int64))
-    flat = logits.reshape(n, n_classes)
-    flat_labels = None if labels is None else labels.reshape(n)
-    flat_teacher = None if teacher is None else teacher.reshape(n, n_classes)
+    def score(chunks: list[np.ndarray], lab: np.ndarray | None) -> Any:
+        return numbaent.score(
+            chunks[0],
+            lab,
+            teacher_logits=chunks[1] if teacher is not None else None,
+            temperature=args.temperature,
+            ignore_index=args.ignore_index,
+            base=args.base,
+            backend=args.backend,
+        )
 
-    row_bytes = n_classes * (
-        logits.dtype.itemsize + (0 if teacher is None else teacher.dtype.itemsize)
+    return _Job(
+        source="logits",
+        spec=args.logits,
+        shape=logits.shape,
+        dtype=logits.dtype,
+        n_classes=n_classes,
+        streams=streams,
+        labels=labels,
+        teacher=teacher is not None,
+        score=score,
+        chunk_row_bytes=n_classes * sum(a.dtype.itemsize for a in streams),
+        nan_why="a NaN or +inf logit, or only -inf",
     )
+
+
+#: the inputs of the hidden-state path besides --hidden, by role (also the args' attributes)
+HIDDEN_ROLES = ("weight", "bias", "labels", "teacher_hidden", "teacher_weight", "teacher_bias")
+#: every role, in the order the report lists what was read
+_ROLES = ("logits", "hidden", "weight", "bias", "labels", "teacher", *HIDDEN_ROLES[3:])
+#: the option of each of them, in messages
+_OPTION = {r: "--" + r.replace("_", "-") for r in ("hidden", "teacher", *HIDDEN_ROLES)}
+
+
+def _check_head(
+    inputs: _Inputs, h: np.ndarray, w: np.ndarray, b: np.ndarray | None, who: str = ""
+) -> None:
+    """A model's hidden states (..., d), weight (V, d) and bias (V,) fit; errors name the files
+    (``who``: "" for the model, "teacher_" for the teacher)."""
+    name = {r: inputs.arrays.get(who + r) for r in ("hidden", "weight", "bias")}
+    what = "teacher " if who else ""
+    if h.ndim < 2:
+        raise CliError(
+            f"{name['hidden']}: {what}hidden states must be rows x d (2-D, or more batch axes "
+            f"first); got shape {h.shape}: one row of d values is shape (1, d)"
+        )
+    if w.ndim != 2:
+        raise CliError(f"{name['weight']}: {what}weight must be 2-D (V, d); got shape {w.shape}")
+    if w.shape[1] != h.shape[-1]:
+        raise CliError(
+            f"{name['weight']}: {what}weight shape {w.shape} does not match {what}hidden states "
+            f"{name['hidden']} of shape {h.shape}: the last dimensions (d) must match"
+        )
+    if b is not None and b.shape != (w.shape[0],):
+        raise CliError(
+            f"{name['bias']}: {what}bias shape {b.shape} does not match {what}weight "
+            f"{name['weight']} of shape {w.shape} (expected ({w.shape[0]},))"
+        )
+
+
+def _hidden_job(args: argparse.Namespace, inputs: _Inputs) -> _Job:
+    import numbaent
+
+    hidden = inputs.load(args.hidden, "hidden")
+    have = {role: inputs.load(getattr(args, role), role) for role in HIDDEN_ROLES}
+    if args.teacher_hidden is not None:  # the teacher's own .npz may carry its weight and bias
+        names = {
+            "teacher_weight": ("teacher_weight", "weight"),
+            "teacher_bias": ("teacher_bias", "bias"),
+        }
+        have = inputs.carried(args.teacher_hidden, have, names)
+    own = HIDDEN_ROLES if args.teacher_hidden is None else HIDDEN_ROLES[:3]
+    have = inputs.carried(args.hidden, have, {role: (role,) for role in own})
+    have["hidden"] = hidden
+    needs_of = {"hidden": "weight", "teacher_hidden": "teacher_weight",
+                "teacher_weight": "teacher_hidden", "teacher_bias": "teacher_hidden"}  # fmt: skip
+    for role, needs in needs_of.items():
+        got = have[role]
+        if got is not None and have[needs] is None:
+            raise CliError(
+                f"{_OPTION[role]} {inputs.arrays[role]} needs {_OPTION[needs]}"
+                + (" (the output layer's weight, V x d)" if needs.endswith("weight") else "")
+            )
+    weight, bias, labels = have["weight"], have["bias"], have["labels"]
+    th, tw, tb = have["teacher_hidden"], have["teacher_weight"], have["teacher_bias"]
+    _check_head(inputs, hidden, weight, bias)
+    batch_shape, n_classes = hidden.shape[:-1], weight.shape[0]
+    _check_labels_shape(labels, batch_shape, f"hidden states shape {hidden.shape}")
+    if th is not None:
+        _check_head(inputs, th, tw, tb, "teacher_")
+        if th.shape[:-1] != batch_shape:
+            raise CliError(
+                f"{inputs.arrays['teacher_hidden']}: teacher hidden states shape {th.shape} does "
+                f"not match hidden states {inputs.arrays['hidden']} of shape {hidden.shape} "
+                f"(expected the batch shape {batch_shape}, then the teacher's d)"
+            )
+        if tw.shape[0] != n_classes:
+            raise CliError(
+                f"{inputs.arrays['teacher_weight']}: teacher weight shape {tw.shape} does not "
+                f"match weight {inputs.arrays['weight']} of shape {weight.shape}: the number of "
+                "classes (V) must match"
+            )
+    n = math.prod(batch_shape)
+    streams = [a.reshape(n, a.shape[-1]) for a in (hidden, th) if a is not None]
+    item = _validate.math_dtype(hidden, weight, bias, th, tw, tb).itemsize
+    logit_bytes = n_classes * item * len(streams)  # the logits (and the teacher's) of a row
+    hidden_bytes = sum(a.shape[1] * a.dtype.itemsize for a in streams)
+    # backend "cuda" copies the weights to the device in every chunk's call: chunks counted by
+    # the hidden states' bytes alone (far more rows), so that copy is spread over more rows
+    cuda = (args.backend if args.backend is not None else numbaent.get_backend()) == "cuda"
+
+    def score(chunks: list[np.ndarray], lab: np.ndarray | None) -> Any:
+        return numbaent.linear_score(
+            chunks[0],
+            weight,
+            lab,
+            bias=bias,
+            teacher=None if th is None else (chunks[1], tw, tb),
+            temperature=args.temperature,
+            ignore_index=args.ignore_index,
+            base=args.base,
+            backend=args.backend,
+        )
+
+    return _Job(
+        source="hidden",
+        spec=args.hidden,
+        shape=hidden.shape,
+        dtype=hidden.dtype,
+        n_classes=n_classes,
+        streams=streams,
+        labels=labels,
+        teacher=th is not None,
+        score=score,
+        chunk_row_bytes=hidden_bytes if cuda else max(logit_bytes, hidden_bytes),
+        nan_why="its logits have a NaN or +inf, or only -inf: a NaN or infinity in the hidden "
+        "states, weight or bias",
+        noun="hidden states",
+        last="d",
+    )
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    """Logits or hidden states, and the options of the one given; before any file is read."""
+    if args.logits is not None and args.hidden is not None:
+        raise CliError(
+            f"{args.logits} and --hidden {args.hidden}: give the logits (LOGITS) or the hidden "
+            "states (--hidden, with --weight), not both"
+        )
+    if args.hidden is None:
+        for role in HIDDEN_ROLES:
+            if role != "labels" and getattr(args, role) is not None:
+                raise CliError(
+                    f"{_OPTION[role]} {getattr(args, role)}: applies to hidden states (--hidden), "
+                    f"not to logits {args.logits}"
+                )
+    elif args.teacher is not None:
+        raise CliError(
+            f"--teacher {args.teacher}: with --hidden the teacher is given by its hidden states "
+            "and weight (--teacher-hidden, --teacher-weight[, --teacher-bias]), not its logits"
+        )
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    _validate.check_temperature(args.temperature)  # before any file is read or created
+    _check_sources(args)
+    inputs = _Inputs()
+    job = _hidden_job(args, inputs) if args.hidden is not None else _logits_job(args, inputs)
+    return _run_score(args, job, inputs)
+
+
+def _run_score(args: argparse.Namespace, job: _Job, inputs: _Inputs) -> int:
+    """Score ``job``'s rows in chunks (their exact ``SummaryState`` sums merged), write the
+    per-row (or per-sequence) arrays of ``-o``, and print the report: the same for logits and for
+    hidden states."""
+    batch_shape = job.batch_shape
+    arrays = {r: inputs.arrays[r] for r in _ROLES if r in inputs.arrays}  # in a fixed order
+    n = math.prod(batch_shape)
+    flat_labels = None if job.labels is None else job.labels.reshape(n)
     if args.chunk_rows is not None:
         chunk = args.chunk_rows
     else:
-        chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
+        chunk = max(1, CHUNK_BYTES // max(1, job.chunk_row_bytes))
 
     seq_len = 0
     if args.sequences:
-        if labels is None or logits.ndim < 3:
-            got = "no labels" if labels is None else f"labels {labels.shape}"
+        if job.labels is None or len(job.shape) < 3:
+            got = "no labels" if job.labels is None else f"labels {job.labels.shape}"
             raise CliError(
-                f"--sequences needs logits of shape (..., T, C) and labels of shape (..., T); got "
-                f"logits {logits.shape} and {got}"
+                f"--sequences needs {job.noun} of shape (..., T, {job.last}) and labels of shape "
+                f"(..., T); got {job.noun} {job.shape} and {got}"
             )
         seq_len = batch_shape[-1]
         chunk = max(seq_len, chunk // max(seq_len, 1) * seq_len)  # whole sequences per chunk
     n_seq = n // seq_len if seq_len else 0
     seqs: dict[str, list] = {}
     per_seq: dict[str, np.ndarray] = {}
+    if flat_labels is not None:
+        _check_label_range(flat_labels, job.n_classes, args.ignore_index, batch_shape,
+                           arrays["labels"])  # fmt: skip
 
-    in_bytes = row_bytes + (0 if labels is None else labels.dtype.itemsize)  # per row, for GB/s
+    row_bytes = sum(a.shape[1] * a.dtype.itemsize for a in job.streams)
+    in_bytes = row_bytes + (0 if job.labels is None else job.labels.dtype.itemsize)  # for GB/s
     progress = _Progress(n, not args.no_progress and sys.stderr.isatty(), row_bytes=in_bytes)
     state = SummaryState()  # exact sums: the summary does not depend on --chunk-rows
     writer = None
@@ -813,29 +1066,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
             else:
                 writer = _Writer(Path(args.output), n, batch_shape)
             writer.open()
-            for inp in (args.logits, args.labels, args.teacher):
-                if inp is not None and _same_file(inp, args.output):
+            for inp in inputs.specs:
+                if _same_file(inp, args.output):
                     raise CliError(f"{args.output}: output would overwrite input {inp}")
-        droppers = [_PageDropper(a) for a in (flat, flat_teacher)]
+        droppers = [_PageDropper(a) for a in job.streams]
         progress.start()
         for start in range(0, max(n, 1), chunk):
             stop = min(start + chunk, n)
-            for d, a in zip(droppers, (flat, flat_teacher), strict=True):
-                if a is not None:
-                    d.next(a[stop : min(stop + chunk, n)])
+            for d, a in zip(droppers, job.streams, strict=True):
+                d.next(a[stop : min(stop + chunk, n)])
             lab = None if flat_labels is None else np.asarray(flat_labels[start:stop])
-            tch = None if flat_teacher is None else np.asarray(flat_teacher[start:stop])
-            scores = numbaent.score(
-                np.asarray(flat[start:stop]),
-                lab,
-                teacher_logits=tch,
-                temperature=args.temperature,
-                ignore_index=args.ignore_index,
-                base=args.base,
-                backend=args.backend,
-            )
+            scores = job.score([np.asarray(a[start:stop]) for a in job.streams], lab)
             if args.nan_policy == "raise":
-                _raise_on_nan(scores, start, batch_shape, args.logits)
+                _raise_on_nan(scores, start, batch_shape, job.spec, job.nan_why)
             state = state.merge(scores.summary_state(top_k=args.top_k, bins=args.bins))
             if args.sequences and stop > start:
                 k = (stop - start) // seq_len
@@ -845,9 +1088,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
             if writer is not None:
                 rows = per_seq if args.sequences else _score_arrays(scores, stop - start)
                 writer.add(rows)
-            for d, a in zip(droppers, (flat, flat_teacher), strict=True):
-                if a is not None:
-                    d.done(a[start:stop])
+            for d, a in zip(droppers, job.streams, strict=True):
+                d.done(a[start:stop])
             progress.update(stop)
         summary = state.result()
         if writer is not None:
@@ -862,34 +1104,43 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.sequences:
         summary.update(_sequence_summary({k: np.concatenate(v) for k, v in seqs.items()}, n_seq))
     units = _units(args.base)
+    logits_shape = (*batch_shape, job.n_classes)
     context = {
         "units": units,
         "base": args.base,
         "temperature": args.temperature,
-        "kl": "teacher || model" if teacher is not None else None,
+        "kl": "teacher || model" if job.teacher else None,
+        "source": job.source,
         "arrays": arrays,
-        "shape": list(logits.shape),
-        "dtype": str(logits.dtype),
-        "top_k": list(args.top_k),
-        "bins": args.bins,
+        "shape": list(logits_shape),
     }
+    if job.source != "logits":
+        context["hidden_shape"] = list(job.shape)
+    context.update(dtype=str(job.dtype), top_k=list(args.top_k), bins=args.bins)
     if args.json:
         doc = _summary_json(summary)
         doc["context"] = {k: _json_value(v) if k == "base" else v for k, v in context.items()}
         print(json.dumps(doc, indent=2))
         return 0
-    shape = " x ".join(str(d) for d in logits.shape)
-    # what was read: members of the logits' own .npz by name, other files by role and path
-    own = arrays["logits"].rpartition(":")[0] if ":" in arrays["logits"] else arrays["logits"]
-    used = [
-        spec[len(own) + 1 :] if spec.startswith(own + ":") else f"{role} {spec}"
-        for role, spec in arrays.items()
-        if spec != own
-    ]
-    print(f"{args.logits}: {shape} {logits.dtype}" + (f" ({', '.join(used)})" if used else ""))
+    head = f"{job.spec}: {' x '.join(map(str, job.shape))} {job.dtype}"
+    if job.source != "logits":
+        head += f" {job.noun} -> {' x '.join(map(str, logits_shape))} logits"
+    # what was read: members of the rows' own .npz by name (where the name says the role), other
+    # files by role and path
+    first = arrays[job.source]
+    own = first.rpartition(":")[0] if ":" in first else first
+
+    def named(role: str, spec: str) -> str:
+        member = spec[len(own) + 1 :] if spec.startswith(own + ":") else None
+        if member is not None and (role == job.source or member == NPZ_NAMES[role][0]):
+            return member
+        return f"{role} {spec}"
+
+    used = [named(r, spec) for r, spec in arrays.items() if r != job.source or spec != own]
+    print(head + (f" ({', '.join(used)})" if used else ""))
     rows = _summary_rows(summary, units, args.bins)
     rows.append(("units", units, "" if args.base is None else f"base {args.base:g}"))
-    if teacher is not None:
+    if job.teacher:
         rows.append(("kl", "KL(teacher || model)", f"temperature {args.temperature:g}"))
     print(_table(rows, indent="  "))
     if args.output:
@@ -1020,12 +1271,25 @@ def build_parser() -> argparse.ArgumentParser:
             "chunks, and print the summary. Inputs are .npy (memory-mapped) or .npz files; from "
             "a .npz the arrays 'logits', 'labels' and 'teacher_logits' are taken by name "
             "(FILE.npz:NAME takes just the array NAME). Means are over the rows whose label is not "
-            "--ignore-index."
+            "--ignore-index. With --hidden H --weight W instead of LOGITS, the logits are "
+            "H @ W.T (+ --bias), scored by numbaent.linear_score without ever being held; from "
+            "a --hidden .npz the arrays 'weight', 'bias', 'labels', 'teacher_hidden', "
+            "'teacher_weight' and 'teacher_bias' are taken by name."
         ),
     )
-    s.add_argument("logits", metavar="LOGITS", help="logits, .npy or .npz")
+    s.add_argument("logits", metavar="LOGITS", nargs="?", help="logits, .npy or .npz")
     s.add_argument("--labels", metavar="L", help="integer class labels, .npy or .npz")
     s.add_argument("--teacher", metavar="T", help="teacher logits for the KL divergence")
+    h = s.add_argument_group(
+        "scores from hidden states (instead of LOGITS)",
+        "the logits hidden @ weight.T + bias, made chunk by chunk (numbaent.linear_score)",
+    )
+    h.add_argument("--hidden", metavar="H", help="last hidden states (..., d), .npy or .npz")
+    h.add_argument("--weight", metavar="W", help="the output layer's weight (V, d)")
+    h.add_argument("--bias", metavar="B", help="its bias (V,)")
+    h.add_argument("--teacher-hidden", metavar="TH", help="the teacher's hidden states (..., d')")
+    h.add_argument("--teacher-weight", metavar="TW", help="the teacher's weight (V, d')")
+    h.add_argument("--teacher-bias", metavar="TB", help="the teacher's bias (V,)")
     s.add_argument(
         "--temperature",
         type=float,
@@ -1075,7 +1339,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="n",
-        help="rows per chunk (default: about 256 MB of logits per chunk)",
+        help="rows per chunk (default: about 256 MB of logits per chunk; with --hidden, of "
+        "the logits they make, or of the hidden states where those are larger or with "
+        "--backend cuda)",
     )
     s.add_argument(
         "--json",
@@ -1105,7 +1371,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Scores.sequences); chunks hold whole sequences",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    s.set_defaults(func=_cmd_score)
+    s.set_defaults(func=_cmd_score, usage_error=s.error)
 
     i = sub.add_parser(
         "info",
@@ -1126,6 +1392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "score" and args.logits is None and args.hidden is None:
+        args.usage_error("the following arguments are required: LOGITS (or --hidden H --weight W)")
     try:
         with _SIGNALS.installed():
             return int(args.func(args) or 0)

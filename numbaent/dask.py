@@ -24,6 +24,9 @@ How the work is split
 * **Class chunks**, probability space: -sum p log p, -sum p log q, sum p log(p/q) and the JS terms
   are sums over classes, so each block is reduced on its own and the per-block sums are added
   (in float64). With ``normalize=True`` the row sums are computed first (the inputs are read twice).
+* **Hidden states**: :func:`linear_score` / :func:`linear_cross_entropy` take ``hidden``
+  (..., d) chunked along its rows only, and the weight (V, d) and bias (V,) whole; each row block
+  goes through :func:`numbaent.linear_score` (which never holds its block's logits) in one task.
 * Anything else with class chunks (soft targets or ``label_smoothing`` in
   :func:`softmax_cross_entropy`, :func:`softmax_kl_divergence`, :func:`score` with a teacher or
   a temperature other than 1) is rechunked to a single class chunk first: each task then holds
@@ -66,11 +69,13 @@ from dask.array.utils import meta_from_array
 
 from . import _backend
 from . import _validate as v
+from . import linear as _linear
 from . import logits as _logits
 from . import probability as _prob
 from ._sequences import SequenceScores
 from ._summary import SummaryState, check_bins, check_top_k
 from ._types import Scores, to_numpy
+from .linear import _teacher_parts
 from .partial import combine as _combine_states
 from .partial import partial_state
 from .scoring import score as _score
@@ -81,6 +86,8 @@ __all__ = [
     "entropy",
     "js_divergence",
     "kl_divergence",
+    "linear_cross_entropy",
+    "linear_score",
     "log_softmax",
     "logsumexp",
     "score",
@@ -218,7 +225,9 @@ def _row_block_map(fn, x, arrays, *, out, dtype, meta_ndim=None, extra=(), **kw)
     """blockwise over the row blocks of ``x`` (class axis last).
 
     ``arrays``: (array, kind) with kind "rows+class" (x-shaped), "rows" (batch-shaped), "class"
-    (1-D along the class axis), "vector" (1-D, whole, contracted) or "scalar" (0-d). ``out``:
+    (1-D along the class axis), "vector" (1-D, whole, contracted), "scalar" (0-d), or for
+    :func:`linear_score` "weight" / "teacher_weight" (2-D, whole), "bias" (1-D of length V,
+    whole) and "teacher_rows" (batch-shaped plus its own last axis). ``out``:
     "rows" (per-row results), "rows+class" (x-shaped), or "rows+1" (one value per class block).
     ``fn(*blocks, *extra_blocks, **kw)``; errors name global rows.
     """
@@ -231,6 +240,12 @@ def _row_block_map(fn, x, arrays, *, out, dtype, meta_ndim=None, extra=(), **kw)
         "class": "z",
         "vector": "w",
         "scalar": "",
+        # scores from hidden states: the weight (V, d) and bias (V,) whole, the teacher's hidden
+        # states (rows, its own d), its weight (V, d') (capitals: never a batch axis)
+        "weight": "VD",
+        "bias": "V",
+        "teacher_rows": bi + "T",
+        "teacher_weight": "VE",
     }
     args: list = []
     for a, kind in arrays:
@@ -874,7 +889,8 @@ def softmax_kl_divergence(
 
 
 class DaskScores(Scores):
-    """:class:`numbaent.Scores` whose per-row fields are lazy dask arrays (from :func:`score`).
+    """:class:`numbaent.Scores` whose per-row fields are lazy dask arrays (from :func:`score` or
+    :func:`linear_score`).
 
     :meth:`summary` and :meth:`compute` run ONE Dask computation for all fields (computing the
     fields one by one would score the logits once per field). Scores of class-chunked logits
@@ -1005,28 +1021,223 @@ def score(
             has_teacher=tq is not None,
             kw=dict(temperature=t, ignore_index=ignore_index, base=base, backend=backend),
         )
+    return _lazy_scores(obj, x, dtype, base, labels=y is not None, teacher=tq is not None,
+                        rank=not states, one_d=one_d)  # fmt: skip
+
+
+def _lazy_scores(obj, x, dtype, base, *, labels, teacher, rank=True, one_d=False) -> DaskScores:
+    """The :class:`DaskScores` of ``obj``, an object array of one ``Scores`` per row block (of
+    ``x``'s row blocks): a lazy per-row array for each field the blocks have. ``rank=False``:
+    no rank (merged partial states know it only where the label's logit was passed)."""
     k = x.ndim - 1
 
     def field(name, dt):
         f = obj.map_blocks(_field, name, _device_like(x, dt), dtype=dt, meta=_meta(x, k, dt))
         return _squeeze_row(f, one_d)
 
-    def evaluator(name, dt, needs_labels=False):
-        if (needs_labels and y is None) or (states and name == "rank"):
-            return None  # (merged states know a rank only where the label's logit was passed)
-        return field(name, dt)
-
     return DaskScores(
         logsumexp=field("logsumexp", dtype),
         entropy=field("entropy", dtype),
         argmax=field("argmax", np.int64),
-        cross_entropy=None if y is None else field("cross_entropy", dtype),
-        correct=None if y is None else field("correct", np.bool_),
-        kl_divergence=None if tq is None else field("kl_divergence", dtype),
-        ignored=None if y is None else field("ignored", np.bool_),
+        cross_entropy=field("cross_entropy", dtype) if labels else None,
+        correct=field("correct", np.bool_) if labels else None,
+        kl_divergence=field("kl_divergence", dtype) if teacher else None,
+        ignored=field("ignored", np.bool_) if labels else None,
         base=base,
-        confidence=evaluator("confidence", dtype),
-        margin=evaluator("margin", dtype),
-        rank=evaluator("rank", np.int64, needs_labels=True),
-        brier=evaluator("brier", dtype, needs_labels=True),
+        confidence=field("confidence", dtype),
+        margin=field("margin", dtype),
+        rank=field("rank", np.int64) if labels and rank else None,
+        brier=field("brier", dtype) if labels else None,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# scores from hidden states
+
+
+def _float_arg(a, name):
+    a = _dask(a, name)
+    v.check_logit_dtype(a.dtype, name)
+    return a
+
+
+def _linear_model(hidden, weight, bias, names):
+    """One model's (hidden, weight, bias) as dask arrays, checked as :mod:`numbaent.linear` checks
+    them (its messages), plus: ``hidden`` in one chunk along d (the rows are the blocks), the
+    weight and bias whole (one chunk each: every row block reads all of them)."""
+    hname, wname, bname = names
+    h = _float_arg(hidden, hname)
+    if h.ndim < 1:
+        raise ValueError(f"{hname} must have at least one dimension (d); got a scalar")
+    if h.numblocks[-1] > 1:
+        raise ValueError(
+            f"{hname} must be chunked along its rows only, not along d (its last axis); got "
+            f"chunks {h.chunks[-1]} along d: rechunk it with .rechunk({{{h.ndim - 1}: -1}})"
+        )
+    w = _float_arg(weight, wname)
+    if w.ndim != 2:
+        raise ValueError(f"{wname} must be 2-D (V, d); got shape {tuple(w.shape)}")
+    if w.shape[1] != h.shape[-1]:
+        raise ValueError(
+            f"{wname} {tuple(w.shape)} and {hname} {tuple(h.shape)}: the last dimensions (d) "
+            "must match"
+        )
+    b = None
+    if bias is not None:
+        b = _float_arg(bias, bname)
+        if tuple(b.shape) != (w.shape[0],):
+            raise ValueError(f"{bname} must have shape ({w.shape[0]},); got {tuple(b.shape)}")
+        b = b.rechunk(-1)
+    return h, w.rechunk(-1), b
+
+
+def _check_chunk_classes(chunk_classes):
+    if chunk_classes is not None and v.check_int(chunk_classes, "chunk_classes") < 1:
+        raise ValueError(f"chunk_classes must be >= 1; got {chunk_classes}")
+
+
+def _math_dtype(*arrays) -> np.dtype:
+    """The dtype of numbaent.linear's results: float64 if any input is, else float32."""
+    f64 = any(a is not None and a.dtype == np.float64 for a in arrays)
+    return np.dtype(np.float64 if f64 else np.float32)
+
+
+def _linear_block(*blocks, names, op, kw):
+    """One row block through ``numbaent.linear_score`` / ``linear_cross_entropy``."""
+    a = dict(zip(names, blocks, strict=True))
+    if op == "linear_score":
+        teacher = None
+        if "teacher_hidden" in a:
+            teacher = (a["teacher_hidden"], a["teacher_weight"], a.get("teacher_bias"))
+        return _linear.linear_score(a["hidden"], a["weight"], a.get("labels"), bias=a.get("bias"),
+                                    teacher=teacher, **kw)  # fmt: skip
+    return _linear.linear_cross_entropy(a["hidden"], a["weight"], a["target"], bias=a.get("bias"),
+                                        weight_classes=a.get("weight_classes"), **kw)  # fmt: skip
+
+
+def _linear_map(op, h, named, dtype, kw):
+    """blockwise over the row blocks of ``h``: ``named`` is (name, array, kind) for each input
+    (None arrays left out), the block function gets them by name."""
+    named = [(n, a, kind) for n, a, kind in named if a is not None]
+    return _row_block_map(_linear_block, h, [(a, kind) for _, a, kind in named], out="rows",
+                          dtype=dtype, names=[n for n, _, _ in named], op=op, kw=kw)  # fmt: skip
+
+
+def linear_score(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    bias: ArrayLike | None = None,
+    teacher: tuple | None = None,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    base: float | None = None,
+    chunk_classes: int | None = None,
+    backend: str | None = None,
+) -> DaskScores:
+    """:func:`numbaent.linear_score` of a dask array of hidden states: a :class:`DaskScores` of
+    lazy per-row arrays, every field of :func:`score` (the rank included).
+
+    ``hidden`` (..., d) is chunked along its rows only (a ValueError names it if it is chunked
+    along d); each row block is scored in one task by :func:`numbaent.linear_score`, which makes
+    that block's logits ``hidden @ weight.T + bias`` class chunk by class chunk and never holds
+    them. ``weight`` (V, d) and ``bias`` (V,) are NumPy arrays or dask arrays, gathered into one
+    chunk: every task reads all of them. ``teacher`` is ``(teacher_hidden, teacher_weight[,
+    teacher_bias])`` as there (``teacher_hidden`` rechunked to ``hidden``'s row chunks).
+    ``.summary()`` computes the summary in one Dask pass.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, numbaent, numbaent.dask as nd
+    >>> rng = np.random.default_rng(0)
+    >>> h = rng.standard_normal((40, 8)).astype(np.float32)
+    >>> w = rng.standard_normal((30, 8)).astype(np.float32); y = rng.integers(0, 30, 40)
+    >>> s = nd.linear_score(da.from_array(h, chunks=(16, 8)), w, da.from_array(y, chunks=16))
+    >>> ref = numbaent.linear_score(h, w, y)
+    >>> bool(np.allclose(s.cross_entropy.compute(), ref.cross_entropy, rtol=1e-6))
+    True
+    >>> s.summary()["rows"]
+    40
+    """
+    v.base_divisor(base)
+    t = v.check_temperature(temperature)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    _check_backend(backend)
+    _check_chunk_classes(chunk_classes)
+    th, tw, tb = _teacher_parts(teacher)
+    h, w, b = _linear_model(hidden, weight, bias, ("hidden", "weight", "bias"))
+    one_d = h.ndim == 1
+    y = None if labels is None else _batch_like(labels, h, "labels")
+    if th is not None:
+        th, tw, tb = _linear_model(th, tw, tb, ("teacher_hidden", "teacher_weight", "teacher_bias"))
+        batch = tuple(h.shape[:-1])
+        if tuple(th.shape[:-1]) != batch or tw.shape[0] != w.shape[0]:
+            raise ValueError(
+                f"teacher: teacher_hidden {tuple(th.shape)} and teacher_weight "
+                f"{tuple(tw.shape)} must give logits of the model's shape {batch + (w.shape[0],)}"
+            )
+    if one_d:
+        h, y = h[None, :], None if y is None else y[None]
+        th = None if th is None else th[None, :]
+    if th is not None and th.chunks[:-1] != h.chunks[:-1]:
+        th = th.rechunk(h.chunks[:-1] + (-1,))
+    dtype = _math_dtype(h, w, b, th, tw, tb)
+    kw = dict(temperature=t, ignore_index=ignore_index, base=base, chunk_classes=chunk_classes,
+              backend=backend)  # fmt: skip
+    obj = _linear_map("linear_score", h, [
+        ("hidden", h, "rows+class"), ("labels", y, "rows"), ("weight", w, "weight"),
+        ("bias", b, "bias"), ("teacher_hidden", th, "teacher_rows"),
+        ("teacher_weight", tw, "teacher_weight"), ("teacher_bias", tb, "bias"),
+    ], object, kw)  # fmt: skip
+    return _lazy_scores(obj, h, dtype, base, labels=y is not None, teacher=th is not None,
+                        one_d=one_d)  # fmt: skip
+
+
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    weight_classes: ArrayLike | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "none",
+    temperature: float = 1.0,
+    base: float | None = None,
+    chunk_classes: int | None = None,
+    backend: str | None = None,
+):
+    """:func:`numbaent.linear_cross_entropy` of a dask array of hidden states (lazy), integer
+    labels, row blocks as in :func:`linear_score`. ``reduction="mean"`` divides by the sum of
+    the labels' ``weight_classes`` over the rows that are not ``ignore_index`` (their number
+    without ``weight_classes``), as :func:`softmax_cross_entropy` does."""
+    v.options(base, reduction, "propagate")
+    eps = v.check_label_smoothing(label_smoothing)
+    t = v.check_temperature(temperature)
+    ignore_index = v.check_int(ignore_index, "ignore_index")
+    if t != 1.0 and (weight_classes is not None or eps != 0):
+        raise v.temperature_unsupported("weight or label_smoothing")
+    _check_backend(backend)
+    _check_chunk_classes(chunk_classes)
+    h, w, b = _linear_model(hidden, weight, bias, ("hidden", "weight", "bias"))
+    c = w.shape[0]
+    y = _batch_like(target, h, "target")
+    cw = None if weight_classes is None else _vector(weight_classes, c)
+    one_d = h.ndim == 1
+    if one_d:
+        h, y = h[None, :], y[None]
+    kw = dict(ignore_index=ignore_index, label_smoothing=eps, reduction="none", temperature=t,
+              base=base, chunk_classes=chunk_classes, backend=backend)  # fmt: skip
+    per_row = _linear_map("linear_cross_entropy", h, [
+        ("hidden", h, "rows+class"), ("target", y, "rows"), ("weight", w, "weight"),
+        ("bias", b, "bias"), ("weight_classes", cw, "vector"),
+    ], _math_dtype(h, w, b), kw)  # fmt: skip
+    denom = None
+    if reduction == "mean":
+        extra = [] if cw is None else [(cw, "vector")]
+        denom = _row_block_map(_row_weights, h, [(y, "rows")], out="rows", dtype=np.float64,
+                               meta_ndim=h.ndim - 1, extra=extra, ignore_index=ignore_index,
+                               c=c).sum()  # fmt: skip
+    return _reduce(_squeeze_row(per_row, one_d), reduction, denom)

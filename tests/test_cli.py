@@ -973,6 +973,7 @@ def test_json_keeps_nan_apart_from_not_computed_and_carries_its_context(capsys, 
         "base": 2.0,
         "temperature": 1.0,
         "kl": None,
+        "source": "logits",
         "arrays": {"logits": str(tmp_path / "x.npy"), "labels": str(tmp_path / "y.npy")},
         "shape": [4, 3],
         "dtype": "float32",
@@ -1226,3 +1227,230 @@ def test_nan_policy_raise_names_the_first_nan_row(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main([str(a) for a in base] + ["--nan-policy", "omit"])
     assert e.value.code == 2 and "invalid choice: 'omit'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# scores from hidden states: --hidden H --weight W [--bias B], through numbaent.linear_score
+# --------------------------------------------------------------------------------------------------
+
+N_H, D_H, V_H, DT_H = 45, 12, 37, 9  # rows, d, classes, the teacher's d
+
+
+@pytest.fixture
+def hidden_files(tmp_path):
+    """Hidden states, weight, bias, labels, a teacher (of its own d) as .npy files, and the
+    logits they make (float32, as a user would have saved them) for the logits path."""
+    rng = np.random.default_rng(7)
+    a = {
+        "hidden": rng.standard_normal((N_H, D_H)).astype(np.float32),
+        "weight": (rng.standard_normal((V_H, D_H)) * 0.6).astype(np.float32),
+        "bias": rng.standard_normal(V_H).astype(np.float32),
+        "labels": rng.integers(0, V_H, N_H),
+        "teacher_hidden": rng.standard_normal((N_H, DT_H)).astype(np.float32),
+        "teacher_weight": (rng.standard_normal((V_H, DT_H)) * 0.6).astype(np.float32),
+        "teacher_bias": rng.standard_normal(V_H).astype(np.float32),
+    }
+    a["labels"][[3, 20]] = -100
+    a["logits"] = a["hidden"] @ a["weight"].T + a["bias"]
+    a["teacher_logits"] = a["teacher_hidden"] @ a["teacher_weight"].T + a["teacher_bias"]
+    d = tmp_path / "in"
+    d.mkdir()
+    for k, x in a.items():
+        np.save(d / f"{k}.npy", x)
+    return d, a
+
+
+def _hidden_args(d, teacher=False, bias=True):
+    args = ["--hidden", d / "hidden.npy", "--weight", d / "weight.npy"]
+    args += ["--bias", d / "bias.npy"] if bias else []
+    args += ["--labels", d / "labels.npy"]
+    if teacher:
+        args += ["--teacher-hidden", d / "teacher_hidden.npy", "--teacher-weight",
+                 d / "teacher_weight.npy", "--teacher-bias", d / "teacher_bias.npy"]  # fmt: skip
+    return args
+
+
+@pytest.mark.parametrize("teacher", [False, True], ids=["labels", "teacher"])
+@pytest.mark.parametrize("chunk", [[], ["--chunk-rows", "7"]], ids=["whole", "chunks of 7"])
+def test_hidden_states_score_as_their_logits_do(capsys, hidden_files, teacher, chunk):
+    d, a = hidden_files
+    opts = ["--temperature", "1.5", "--base", "2", "--top-k", "1,3", "--bins", "5", *chunk]
+    got = score_json(capsys, *_hidden_args(d, teacher), *opts)
+    logits_args = [d / "logits.npy", "--labels", d / "labels.npy"]
+    logits_args += ["--teacher", d / "teacher_logits.npy"] if teacher else []
+    want = score_json(capsys, *logits_args, *opts)
+    assert_summary_close(got, want, rtol=2e-5, atol=1e-6)  # the float32 products' rounding
+    assert (got["kl_divergence"] is not None) == teacher
+    ctx, ref = got["context"], want["context"]
+    assert ctx["source"] == "hidden" and ref["source"] == "logits"
+    assert ctx["shape"] == ref["shape"] == [N_H, V_H] and ctx["hidden_shape"] == [N_H, D_H]
+    roles = ["hidden", "weight", "bias", "labels"]
+    roles += ["teacher_hidden", "teacher_weight", "teacher_bias"] if teacher else []
+    assert ctx["arrays"] == {r: str(d / f"{r}.npy") for r in roles}
+    for k in ("units", "base", "temperature", "kl", "dtype", "top_k", "bins"):
+        assert ctx[k] == ref[k], k
+    # the per-row arrays: those of numbaent.linear_score, and within float32 of the logits'
+    out = d.parent / "rows.npz"
+    rc, table, err = run(capsys, "score", *_hidden_args(d, teacher), *opts, "-o", out)
+    assert rc == 0, err
+    tch = (a["teacher_hidden"], a["teacher_weight"], a["teacher_bias"]) if teacher else None
+    lin = numbaent.linear_score(a["hidden"], a["weight"], a["labels"], bias=a["bias"],
+                                teacher=tch, temperature=1.5, base=2)  # fmt: skip
+    ref = direct(a["logits"], a["labels"], a["teacher_logits"] if teacher else None,
+                 temperature=1.5, base=2)  # fmt: skip
+    with np.load(out) as z:
+        assert set(z.files) == set(ref.as_dict())
+        for k, x in lin.as_dict().items():
+            np.testing.assert_allclose(z[k], x, rtol=1e-6, atol=1e-6, err_msg=k)
+            np.testing.assert_allclose(z[k], getattr(ref, k), rtol=2e-5, atol=2e-5, err_msg=k)
+    first = table.splitlines()[0]
+    assert first.startswith(
+        f"{d / 'hidden.npy'}: {N_H} x {D_H} float32 hidden states -> {N_H} x {V_H} logits "
+        f"(weight {d / 'weight.npy'}, bias {d / 'bias.npy'}, labels {d / 'labels.npy'}"
+    ), first
+    assert ("teacher_weight" in first) == teacher
+
+
+def test_hidden_states_from_one_npz_take_their_arrays_by_name(capsys, hidden_files, tmp_path):
+    d, a = hidden_files
+    roles = ("hidden", "weight", "bias", "labels", "teacher_hidden", "teacher_weight",
+             "teacher_bias")  # fmt: skip
+    np.savez(tmp_path / "model.npz", **{r: a[r] for r in roles})
+    want = score_json(capsys, *_hidden_args(d, teacher=True), "--chunk-rows", "10")
+    got = score_json(capsys, "--hidden", tmp_path / "model.npz", "--chunk-rows", "10")
+    assert dict(got) == dict(want)  # the same arrays, the same computation: bit for bit
+    assert got["context"]["arrays"] == {r: f"{tmp_path / 'model.npz'}:{r}" for r in roles}
+    # a teacher's own .npz carries its weight and bias along: 'weight', 'bias' there
+    np.savez(tmp_path / "teacher.npz", hidden=a["teacher_hidden"], weight=a["teacher_weight"],
+             bias=a["teacher_bias"])  # fmt: skip
+    got = score_json(capsys, *_hidden_args(d), "--teacher-hidden", tmp_path / "teacher.npz",
+                     "--chunk-rows", "10")  # fmt: skip
+    assert dict(got) == dict(want)
+    assert got["context"]["arrays"]["teacher_weight"] == f"{tmp_path / 'teacher.npz'}:weight"
+    rc, out, err = run(capsys, "score", "--hidden", tmp_path / "model.npz")
+    assert rc == 0, err
+    assert out.splitlines()[0].endswith("logits (hidden, weight, bias, labels, teacher_hidden, "
+                                         "teacher_weight, teacher_bias)")  # fmt: skip
+    # an explicit file beats the .npz's own array; FILE.npz:NAME takes just that array
+    got = score_json(capsys, "--hidden", f"{tmp_path / 'model.npz'}:hidden", "--weight",
+                     d / "weight.npy")  # fmt: skip
+    assert got["cross_entropy"] is None and got["kl_divergence"] is None
+    assert got["context"]["arrays"] == {"hidden": f"{tmp_path / 'model.npz'}:hidden",
+                                        "weight": str(d / "weight.npy")}  # fmt: skip
+
+
+def test_bfloat16_hidden_states_and_weight(capsys, hidden_files):
+    import ml_dtypes
+
+    d, a = hidden_files
+    bf = {k: a[k].astype(ml_dtypes.bfloat16) for k in ("hidden", "weight")}
+    for k, x in bf.items():
+        np.save(d / f"{k}_bf16.npy", x)  # stored as |V2
+    args = ["--hidden", d / "hidden_bf16.npy", "--weight", d / "weight_bf16.npy",
+            "--labels", d / "labels.npy"]  # fmt: skip
+    got = score_json(capsys, *args, "--chunk-rows", "16")
+    ref = numbaent.linear_score(bf["hidden"], bf["weight"], a["labels"]).summary()
+    assert_summary_close(got, ref, rtol=1e-6)
+    assert got["context"]["dtype"] == "bfloat16"
+
+
+def test_hidden_states_per_sequence(capsys, tmp_path):
+    rng = np.random.default_rng(8)
+    h = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((11, 5)).astype(np.float32)
+    y = rng.integers(0, 11, (4, 6))
+    y[1, 4:] = -100
+    np.save(tmp_path / "h.npy", h)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "x.npy", h @ w.T)
+    opts = ["--labels", tmp_path / "y.npy", "--sequences", "--chunk-rows", "7"]
+    got = score_json(capsys, "--hidden", tmp_path / "h.npy", "--weight", tmp_path / "w.npy", *opts)
+    want = score_json(capsys, tmp_path / "x.npy", *opts)
+    assert got["sequences"] == 4
+    assert_summary_close(got, want, rtol=1e-5, atol=1e-6)
+    assert got["context"]["shape"] == [4, 6, 11] and got["context"]["hidden_shape"] == [4, 6, 5]
+
+
+def _hidden_error_files(d, a):
+    np.save(d / "weight_d5.npy", a["weight"][:, :5])
+    np.save(d / "weight_1d.npy", a["weight"][0])
+    np.save(d / "bias_short.npy", a["bias"][:-1])
+    np.save(d / "labels_short.npy", a["labels"][:-1])
+    np.save(d / "teacher_weight_v.npy", a["teacher_weight"][:-1])
+    np.save(d / "teacher_hidden_rows.npy", a["teacher_hidden"][:-1])
+    np.save(d / "hidden_1d.npy", a["hidden"][0])
+    np.save(d / "int_weight.npy", a["weight"].astype(np.int32))
+    bad = a["labels"].copy()
+    bad[31] = V_H
+    np.save(d / "labels_bad.npy", bad)
+
+
+H, W, L = "--hidden {d}/hidden.npy", "--weight {d}/weight.npy", "--labels"
+HIDDEN_ERRORS = {  # argv, a text the one line must hold
+    "LOGITS and --hidden": (f"{{d}}/logits.npy {H} {W}", "{d}/logits.npy and --hidden"),
+    "--hidden without --weight": (H, "--hidden {d}/hidden.npy needs --weight"),
+    "mismatched d": (f"{H} --weight {{d}}/weight_d5.npy", "{d}/weight_d5.npy: weight shape"),
+    "1-D weight": (f"{H} --weight {{d}}/weight_1d.npy", "{d}/weight_1d.npy: weight must be 2-D"),
+    "bias shape": (f"{H} {W} --bias {{d}}/bias_short.npy", "{d}/bias_short.npy: bias shape"),
+    "labels shape": (f"{H} {W} {L} {{d}}/labels_short.npy", "does not match hidden states"),
+    "1-D hidden": (f"--hidden {{d}}/hidden_1d.npy {W}", "{d}/hidden_1d.npy: hidden states must"),
+    "integer weight": (f"{H} --weight {{d}}/int_weight.npy", "{d}/int_weight.npy: dtype int32"),
+    "label out of range": (
+        f"{H} {W} {L} {{d}}/labels_bad.npy --chunk-rows 7",
+        "{d}/labels_bad.npy: label 37 at row 31 is outside [0, 37)",
+    ),
+    "logits path, label out of range": (
+        f"{{d}}/logits.npy {L} {{d}}/labels_bad.npy --chunk-rows 7",
+        "{d}/labels_bad.npy: label 37 at row 31",
+    ),
+    "--weight without --hidden": (f"{{d}}/logits.npy {W}", "--weight {d}/weight.npy: applies to"),
+    "--teacher with --hidden": (f"{H} {W} --teacher {{d}}/teacher_logits.npy", "--teacher-hidden"),
+    "--teacher-hidden without --teacher-weight": (
+        f"{H} {W} --teacher-hidden {{d}}/teacher_hidden.npy",
+        "--teacher-hidden {d}/teacher_hidden.npy needs --teacher-weight",
+    ),
+    "teacher V": (
+        f"{H} {W} --teacher-hidden {{d}}/teacher_hidden.npy --teacher-weight "
+        "{d}/teacher_weight_v.npy",
+        "{d}/teacher_weight_v.npy: teacher weight shape",
+    ),
+    "teacher rows": (
+        f"{H} {W} --teacher-hidden {{d}}/teacher_hidden_rows.npy --teacher-weight "
+        "{d}/teacher_weight.npy",
+        "{d}/teacher_hidden_rows.npy: teacher hidden states shape",
+    ),
+    "missing weight file": (f"{H} --weight {{d}}/nope.npy", "{d}/nope.npy: no such file"),
+}
+
+
+@pytest.mark.parametrize("case", list(HIDDEN_ERRORS))
+def test_hidden_state_errors_are_one_line_naming_the_file(capsys, hidden_files, case):
+    d, a = hidden_files
+    _hidden_error_files(d, a)
+    argv, text = HIDDEN_ERRORS[case]
+    out = d.parent / "o.npz"
+    rc, _, err = run(capsys, "score", *argv.format(d=d).split(), "-o", out)
+    assert_one_line_error(rc, err)
+    assert text.format(d=d) in err, err
+    assert sorted(p.name for p in d.parent.iterdir()) == ["in"]  # no output, no temporary file
+
+
+def test_hidden_nan_policy_raise_names_the_hidden_file(capsys, hidden_files):
+    d, a = hidden_files
+    h = a["hidden"].copy()
+    h[17, 2] = np.nan
+    np.save(d / "hidden.npy", h)
+    args = [*_hidden_args(d), "--chunk-rows", "5"]
+    rc, _, err = run(capsys, "score", *args, "--nan-policy", "raise")
+    assert_one_line_error(rc, err)
+    assert f"{d / 'hidden.npy'} has a NaN in row 17 (its logits have a NaN" in err, err
+    got = score_json(capsys, *args)
+    assert got["nan_rows"] == 1
+
+
+def test_neither_logits_nor_hidden_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["score", "--labels", "y.npy"])
+    assert e.value.code == 2
+    assert "LOGITS (or --hidden H --weight W)" in capsys.readouterr().err

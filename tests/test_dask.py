@@ -456,3 +456,111 @@ def test_class_chunks_give_every_evaluator_field_but_the_rank():
     same_summary(got, ref.summary(top_k=(1, 3), bins=10), class_chunked=True)
     assert got["top_k_accuracy"] is None and got["nan_rows"] > 0  # NaN rows left out
     assert not any(math.isnan(got[k]) for k in ("accuracy", "brier", "ece", "mce", "confidence"))
+
+
+# --------------------------------------------------------------------------------------------------
+# scores from hidden states
+
+
+def hidden_inputs(rng, dtype=np.float64, batch=(N,), d=8, dt=5):
+    """Hidden states, weight, bias, labels (two ignored) and a teacher of its own d (float32)."""
+    h = rng.standard_normal((*batch, d)).astype(dtype)
+    w = rng.standard_normal((C, d)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    y = rng.integers(0, C, batch)
+    y.reshape(-1)[[1, 6]] = -100
+    th = rng.standard_normal((*batch, dt)).astype(np.float32)
+    tw = rng.standard_normal((C, dt)).astype(np.float32)
+    tb = rng.standard_normal(C).astype(np.float32)
+    return h, w, b, y, (th, tw, tb)
+
+
+@pytest.mark.parametrize("teacher", [False, True], ids=["labels", "teacher"])
+@pytest.mark.parametrize("rows", [10, N], ids=["row chunks", "one chunk"])
+def test_linear_score_equals_the_in_memory_one(rows, teacher):
+    rng = np.random.default_rng(13)
+    h, w, b, y, tch = hidden_inputs(rng)
+    # weight and bias: a NumPy array and a dask array in several chunks (gathered into one); the
+    # labels and the teacher's hidden states chunked unlike the hidden states (rechunked)
+    dh = da.from_array(h, chunks=(rows, 8))
+    dy = da.from_array(y, chunks=7)
+    dt = (da.from_array(tch[0], chunks=(9, 5)), tch[1], da.from_array(tch[2], chunks=10))
+    kw = dict(temperature=1.5, base=2, chunk_classes=7)
+    s = nd.linear_score(dh, w, dy, bias=da.from_array(b, chunks=10),
+                        teacher=dt if teacher else None, **kw)  # fmt: skip
+    ref = numbaent.linear_score(h, w, y, bias=b, teacher=tch if teacher else None, **kw)
+    assert isinstance(s, nd.DaskScores) and isinstance(s.rank, da.Array)
+    got = s.compute()
+    assert set(got.as_dict()) == set(ref.as_dict())  # every field, the rank included
+    for name, arr in ref.as_dict().items():
+        close(getattr(s, name), arr)  # the lazy metadata too
+        close(getattr(got, name), arr)
+    same_summary(s.summary(top_k=(1, 3)), ref.summary(top_k=(1, 3)))
+    # without labels: no cross-entropy, rank or brier; confidence and margin still
+    s = nd.linear_score(dh, w)
+    assert s.cross_entropy is None and s.rank is None and s.brier is None
+    close(s.margin, numbaent.linear_score(h, w).margin)
+
+
+def test_linear_score_float32_batch_axes_and_one_row():
+    rng = np.random.default_rng(14)
+    h, w, b, y, _ = hidden_inputs(rng, np.float32, batch=(3, 5))
+    s = nd.linear_score(da.from_array(h, chunks=(2, 3, 8)), w, da.from_array(y, chunks=(2, 3)),
+                        bias=b)  # fmt: skip
+    ref = numbaent.linear_score(h, w, y, bias=b)
+    got = s.compute()
+    for name, arr in ref.as_dict().items():
+        assert getattr(s, name).shape == arr.shape == (3, 5), name
+        close(getattr(got, name), arr, rtol=1e-6)
+    one = nd.linear_score(da.from_array(h[1, 2]), w, y[1, 2], bias=b)  # (d,): one row
+    close(one.cross_entropy, numbaent.linear_score(h[1, 2], w, y[1, 2], bias=b).cross_entropy)
+
+
+def test_linear_cross_entropy_reductions():
+    rng = np.random.default_rng(15)
+    h, w, b, y, _ = hidden_inputs(rng)
+    dh, dy = da.from_array(h, chunks=(10, 8)), da.from_array(y, chunks=10)
+    cw = rng.uniform(0.5, 2.0, C)
+    for opts in ({}, {"weight_classes": cw}, {"label_smoothing": 0.1}, {"temperature": 2.0}):
+        for reduction in ("none", "mean", "sum"):
+            kw = dict(bias=b, reduction=reduction, chunk_classes=10, **opts)
+            got = nd.linear_cross_entropy(dh, w, dy, **kw)
+            ref = numbaent.linear_cross_entropy(h, w, y, **kw)
+            close(got, np.float64(ref) if reduction != "none" else ref)
+
+
+def test_linear_score_errors():
+    rng = np.random.default_rng(16)
+    h, w, b, y, (th, tw, _) = hidden_inputs(rng)
+    dh = da.from_array(h, chunks=(10, 8))
+    with pytest.raises(ValueError, match="hidden must be chunked along its rows only, not along d"):
+        nd.linear_score(da.from_array(h, chunks=(10, 3)), w, y)
+    with pytest.raises(ValueError, match="^teacher_hidden must be chunked along its rows only"):
+        nd.linear_score(dh, w, y, teacher=(da.from_array(th, chunks=(10, 2)), tw))
+    with pytest.raises(ValueError, match="hidden must be chunked along its rows only"):
+        nd.linear_cross_entropy(da.from_array(h, chunks=(10, 3)), w, y)
+    with pytest.raises(ValueError, match="the last dimensions"):
+        nd.linear_score(dh, w[:, :5])
+    with pytest.raises(ValueError, match="bias must have shape"):
+        nd.linear_score(dh, w, bias=b[:-1])
+    with pytest.raises(ValueError, match="teacher"):
+        nd.linear_score(dh, w, teacher=(th[:-1], tw))
+    with pytest.raises(ValueError, match="chunk_classes"):
+        nd.linear_score(dh, w, chunk_classes=0)
+    with pytest.raises(TypeError, match="floating"):
+        nd.linear_score(dh, w.astype(np.int64))
+    # at compute time: the in-memory error, its row in the whole array
+    bad = y.copy()
+    bad[23] = C
+    with pytest.raises(IndexError, match=f"label {C} at row 23 "):
+        nd.linear_score(dh, w, da.from_array(bad, chunks=10)).cross_entropy.compute()
+
+
+def test_linear_score_is_lazy():
+    def boom(block):
+        raise AssertionError("computed while building the graph")
+
+    h = da.zeros((20, 4), chunks=(5, 4)).map_blocks(boom, dtype=np.float64)
+    y = da.zeros(20, dtype=np.int64, chunks=5)
+    nd.linear_score(h, np.ones((6, 4)), y, teacher=(h, np.ones((6, 4))))
+    nd.linear_cross_entropy(h, np.ones((6, 4)), y, reduction="mean")
