@@ -25,10 +25,13 @@ the Brier score of a known column (brier + 2 p_j - 1), Kb from the chunk's KL to
 chunk, Ltb from the teacher chunk's log-sum-exp.
 
 The rank counts, in every chunk, the classes above the label (a larger logit, or an equal one at
-a lower index) against the label's logit: the chunk's own value from its chunk on, and before
-that the label's logit computed from the inputs in float64 (one dot product per row): ranks can
-differ from ``score(hidden @ weight.T)`` only where a class's logit lies within the matrix
-product's rounding of the label's.
+a lower index) against the label's logit as the products make it: known from the chunk of the
+label's first twin on (the first class whose weight row and bias equal the label's, found once
+per call from a fingerprint product; its logit equals the label's bit for bit, so ties with
+duplicated classes stay exact), and before that the label's logit computed from the inputs in
+float64 (one dot product per row). So ranks can differ from ``score(hidden @ weight.T)`` only
+where a class that is not a copy of the label has a logit within the product's rounding of the
+label's, in a chunk before the label's.
 
 Cost: 2 N V d flops for the products; each chunk of logits is then read three or four times
 (bias, score, rank count, teacher) while it is in cache, which is small beside the product for
@@ -306,7 +309,8 @@ class _State:
         self.A = np.zeros(n, np.int64)
         if labels:
             self.Y = np.full(n, np.nan)
-            self.seen = np.zeros(n, bool)  # the label's chunk has been folded
+            self.thr = np.full(n, np.nan)  # the label's logit as the products make it
+            self.known = np.zeros(n, bool)  # ... once its first twin's chunk is folded
             self.above = np.zeros(n, np.int64)
         if teacher:
             self.Lt = np.full(n, -np.inf)
@@ -335,6 +339,7 @@ def _fold(sp, h2, w, b, y, teacher, inv_t, ignore_index, dtype, plan, smooth_w, 
     tbuf = sp.scratch((rows * vc,), dtype) if teacher is not None else None
     wide: dict = {}
     labelled = y is not None and not ce_only
+    first = _first_twins(sp, w, b, dtype, vc, wide) if labelled else None
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         nr = r1 - r0
@@ -354,8 +359,44 @@ def _fold(sp, h2, w, b, y, teacher, inv_t, ignore_index, dtype, plan, smooth_w, 
                 sp.product(teacher[0][r0:r1], teacher[1][c0:c1],
                            None if tb is None else tb[c0:c1], xt, wide, "teacher")  # fmt: skip
             _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled,
-                        smooth_w, ce_only)  # fmt: skip
+                        smooth_w, ce_only, first)  # fmt: skip
     return st
+
+
+def _first_twins(sp, w, b, dtype, vc, wide):
+    """Per class, the first class with the same weight row and bias (itself when none): a twin
+    of the label has the label's logit in every row, bit for bit, so the rank count takes the
+    label's logit from the first twin's chunk on and ties stay exact. Found by one product of the
+    weight with a random vector (a fingerprint per class), then checked row by row."""
+    nv, d = w.shape
+    r = np.random.default_rng(0x5EED).standard_normal((1, d)).astype(dtype)
+    rd = sp.put(r)
+    fp = np.empty(nv, np.float64)
+    out = sp.scratch((vc,), dtype)
+    for c0 in range(0, nv, vc):
+        c1 = min(nv, c0 + vc)
+        o = out[: c1 - c0].reshape(1, c1 - c0)
+        sp.product(rd, w[c0:c1], None if b is None else b[c0:c1], o, wide, "twins")
+        fp[c0:c1] = sp.host(o).reshape(-1)
+    first = np.arange(nv)
+    order = np.argsort(fp, kind="stable")  # equal fingerprints: runs, in class order
+    f = fp[order]
+    same = np.flatnonzero(f[1:] == f[:-1])
+    if not same.size:
+        return first
+    wh = bh = None
+    for k in same:
+        i, j = int(order[k]), int(order[k + 1])  # j > i: the stable sort keeps class order
+        root = int(first[i])
+        if wh is None:
+            wh, bh = {}, {}
+        for c in (root, j):
+            if c not in wh:
+                wh[c] = sp.host(w[c : c + 1]).astype(np.float64)
+                bh[c] = 0.0 if b is None else float(sp.host(b[c : c + 1])[0])
+        if np.array_equal(wh[root], wh[j]) and bh[root] == bh[j]:
+            first[j] = root
+    return first
 
 
 def _chunk_score(sp, x, yl, xt, inv_t):
@@ -369,7 +410,7 @@ def _chunk_score(sp, x, yl, xt, inv_t):
 
 @np.errstate(all="ignore")  # NaN / inf rows: their fields are NaN, by rule
 def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled, smooth_w,
-                ce_only):  # fmt: skip
+                ce_only, first):  # fmt: skip
     nr, c = x.shape
     sl = slice(r0, r1)
     inside = None
@@ -417,18 +458,22 @@ def _fold_chunk(sp, st, r0, r1, c0, x, xt, yr, xy, inv_t, ignore_index, labelled
         idx = np.flatnonzero(inside)
         if idx.size:
             st.Y[r0 + idx] = sp.take(x, yl)[idx]
-            st.seen[r0 + idx] = True
         if smooth_w is not None:
             st.WX[sl] += sp.weighted_sum(x, smooth_w if np.ndim(smooth_w) == 0
                                          else smooth_w[c0:c0 + c])  # fmt: skip
         if labelled:
-            # classes ranked above the label: against its own logit from its chunk on (before
-            # it, against the float64 dot product), ties counted at a lower index
-            known = st.seen[sl]
-            thr = np.where(known, st.Y[sl], xy)
-            before = ~known  # the label lies in a later chunk: every index here is lower
-            lab = np.where(inside, yl, np.where(before, c, -1))
+            # classes ranked above the label: against its logit as the products make it from
+            # the chunk of its first twin on (the label itself, or an identical class before
+            # it), before that against the float64 dot product; ties count at a lower index
             valid = yr != ignore_index
+            f = first[np.where(valid, yr, 0)]
+            now = valid & ~st.known[sl] & (f >= c0) & (f < c0 + c)
+            idx = np.flatnonzero(now)
+            if idx.size:
+                st.thr[r0 + idx] = sp.take(x, np.where(now, f - c0, 0))[idx]
+                st.known[r0 + idx] = True
+            thr = np.where(st.known[sl], st.thr[sl], xy)
+            lab = np.where(inside, yl, np.where(yr >= c0 + c, c, -1))
             cnt = sp.scratch((nr,), np.int64)
             sp.k.count_above(x, sp.put(thr), sp.put(lab.astype(np.int64)), cnt)
             st.above[sl] += np.where(valid, sp.host(cnt), 0)

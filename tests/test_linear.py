@@ -327,3 +327,23 @@ def test_property_any_chunking_is_score_of_the_logits(n, d, nv, chunk, seed, t, 
     assert ((s.confidence >= 1 / nv - 1e-6) & (s.confidence <= 1 + 1e-6)).all()
     assert ((s.margin >= 0) & (s.margin <= 1 + 1e-6)).all()
     assert (s.kl_divergence >= 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rank_ties_with_duplicated_classes(backend):
+    """Classes whose weight row and bias equal the label's tie with it in every row, whatever the
+    chunk: the rank counts the copies at lower indices, as score does (a duplicated class before
+    the label's chunk is compared with the label's logit as the products make it)."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        d = int(rng.integers(2, 300))
+        h = rng.standard_normal((6, d)).astype(np.float32)
+        w = rng.standard_normal((40, d)).astype(np.float32)
+        w[30] = w[17] = w[3]
+        b = np.zeros(40, np.float32)
+        b[[3, 17, 30]] = 50.0
+        y = np.array([30, 3, 17, 0, -100, 39])
+        s = ne.linear_score(h, w, y, bias=b, chunk_classes=8, backend=backend)
+        r = ne.score(h @ w.T + b, y)
+        np.testing.assert_array_equal(s.rank, r.rank, err_msg=f"seed {seed}")
+        np.testing.assert_array_equal(s.correct, r.correct, err_msg=f"seed {seed}")
