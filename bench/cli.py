@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench import impls as impls_mod
-from bench import machine, pairs, report
+from bench import linear, machine, pairs, report
 from bench.runner import Result, run_workload
 from bench.workloads import all_workloads
 
@@ -61,6 +61,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "score+teacher/score; default 15, --quick 1)",
     )
     p.add_argument("--no-pairs", action="store_true", help="skip the paired ratios")
+    p.add_argument(
+        "--linear",
+        action="store_true",
+        help="add the linear_score group (hidden states x weight at N=4096, d=2048, V=32000 and "
+        f"128000) to a full run without --only: {linear.FULL_RUN_NOTE}; it runs by default only "
+        "under --quick (tiny shapes) or when --only names it (--only linear)",
+    )
+    p.add_argument("--no-linear", action="store_true", help="skip the linear_score group")
+    p.add_argument(
+        "--linear-reps",
+        type=int,
+        default=None,
+        help=f"timed samples per contender of the linear_score group (default {linear.DEFAULT_REPS}"
+        ", --quick 1; one call each, after an untimed first call)",
+    )
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="linear_score group: skip the peak-memory subprocesses",
+    )
     p.add_argument("--no-peers", action="store_true", help="only numbaent's own backends")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU implementations")
     p.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
@@ -80,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("settle", 0.0, 0.2, 0),
         ("min_sample_ms", 0.0, 20.0, 0),
         ("pair_reps", 1, 15, 1),
+        ("linear_reps", 1, linear.DEFAULT_REPS, 1),
     ):
         if getattr(a, name) is None:
             setattr(a, name, quick if a.quick else full)
@@ -94,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.only:
         wls = [w for w in wls if any(w.matches(o) for o in a.only)]
     prs = [] if a.no_pairs else pairs.select(a.quick, a.only)
-    if a.list or not (wls or prs):
+    lwls = linear.select(a.quick, a.only, a.linear, a.no_linear)
+    if a.list or not (wls or prs or lwls):
         for w in all_workloads(quick=a.quick):
             print(f"{w.name:36s} (full size: {w.nominal_name}; bytes = {w.bytes_formula})")
         for pr, r, c in pairs.select(a.quick, None):
             print(f"{pr.name} {r}x{c}".ljust(36) + f" ({pr.statement})")
-        if not (wls or prs):
+        for lw in linear.all_workloads(a.quick):
+            print(
+                f"{lw.name:36s} (full size: {lw.nominal_name}; bytes = {lw.bytes_formula}; "
+                "full run: only with --linear or --only linear)"
+            )
+        if not (wls or prs or lwls):
             print(f"no workload matches {a.only}", file=sys.stderr)
             return 2
         return 0
@@ -111,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_gpu and not gpu_ok:
         print(f"GPU implementations skipped: {gpu_desc}", file=sys.stderr)
 
+    if not (lwls or a.quick or a.only or a.linear or a.no_linear):
+        print(
+            "linear_score group skipped (full run): add --linear, or run --only linear "
+            f"({linear.FULL_RUN_NOTE})",
+            file=sys.stderr,
+        )
     run: report.Run = []
     for wl in wls:
         res = run_workload(
@@ -127,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         pairs.run_pair(pr, r, c, a.pair_reps, a.seed, a.settle, a.min_sample_ms / 1e3)
         for pr, r, c in prs
     ]
+    limpls = linear.select_impls(peers=not a.no_peers)
+    lin_res: linear.LinearRun = [
+        (lw, linear.run_workload(lw, limpls, a.linear_reps, a.seed, a.settle, not a.no_memory))
+        for lw in lwls
+    ]
 
     config = {
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -136,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "settle_s": a.settle,
         "min_sample_s": a.min_sample_ms / 1e3,
         "pair_reps": a.pair_reps,
+        "linear_reps": a.linear_reps,
+        "linear_memory": not a.no_memory,
         "peers": not a.no_peers,
         "seed": a.seed,
         "only": a.only,
@@ -144,14 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     mach = machine.describe()
     mach["loadavg_start"] = load_start
-    md = report.markdown(run, impls, mach, config, pair_res)
+    md = report.markdown(run, impls, mach, config, pair_res, (lin_res, limpls))
     print(md)
 
     if not a.no_save:
         out = a.out_dir
         out.mkdir(parents=True, exist_ok=True)
         (out / "latest.md").write_text(md)
-        (out / "latest.json").write_text(report.to_json(run, impls, mach, config, pair_res))
+        (out / "latest.json").write_text(
+            report.to_json(run, impls, mach, config, pair_res, lin_res)
+        )
         title = f"numbaent benchmark — {mach['cpu_model']}, {mach['usable_cpus']} CPUs" + (
             f", GPU {mach['gpu']}" if gpu_ok and not a.no_gpu else ""
         )
@@ -164,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bad = _numbaent_failures(run, impls)
     bad += [f"{r.pair.name}: {r.status} {r.detail}" for r in pair_res if r.status != "ok"]
+    bad += linear.failures(lin_res)
     for line in bad:
         print("FAIL: " + line, file=sys.stderr)
     print(f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench import linear as linear_mod
 from bench import roofline
 from bench.impls import Impl
 from bench.machine import as_markdown
@@ -111,7 +112,11 @@ def markdown(
     machine: dict[str, Any],
     config: dict[str, Any],
     pairs: list[PairResult] | None = None,
+    linear: tuple[linear_mod.LinearRun, list[linear_mod.LinearImpl]] | None = None,
 ) -> str:
+    """The report. ``linear``: the linear_score group's results and contenders (its own
+    section). The throughput, speedup, workload and details tables only when ``run`` has
+    workloads (``--only pair`` / ``--only linear`` runs have none)."""
     has_gpu = any(i.device == "gpu" for i in impls)
     parts = ["# numbaent benchmark", ""]
     if config["quick"]:
@@ -119,11 +124,27 @@ def markdown(
     parts += [
         f"{config['created']} — reps={config['reps']}, settle <= {config.get('settle_s', 0):g} s, "
         f"samples >= {config.get('min_sample_s', 0) * 1e3:g} ms"
+        + (f", linear_score reps={config.get('linear_reps')}" if linear and linear[0] else "")
         + (", --quick (reduced shapes)" if config["quick"] else "")
         + ("" if config["peers"] else ", --no-peers"),
         "",
         as_markdown(machine),
         "",
+    ]
+    parts += _workload_tables(run, impls, has_gpu)
+    parts += pairs_md(pairs or [], quick=config["quick"])
+    parts += _half_vs_f32(run)
+    if linear is not None:
+        parts += linear_mod.markdown(linear[0], linear[1], quick=config["quick"])
+    if run:
+        parts += _details(run, impls)
+    return "\n".join(parts)
+
+
+def _workload_tables(run: Run, impls: list[Impl], has_gpu: bool) -> list[str]:
+    if not run:
+        return []
+    parts = [
         "## Throughput, GB/s of input (min time)",
         "",
     ]
@@ -165,11 +186,11 @@ def markdown(
             for wl, res in run
         ]
         parts += [_table(sh, srows), ""]
+    return parts
 
-    parts += pairs_md(pairs or [], quick=config["quick"])
-    parts += _half_vs_f32(run)
 
-    parts += ["## Workloads", ""]
+def _details(run: Run, impls: list[Impl]) -> list[str]:
+    parts = ["## Workloads", ""]
     wrows = [
         [wl.name, f"{wl.rows}x{wl.cols}", wl.dtype, wl.bytes_formula, f"{wl.input_bytes:,}"]
         for wl, _ in run
@@ -220,7 +241,7 @@ def markdown(
         "note",
     ]
     parts += [_table(dh, [[c.replace("|", "\\|") for c in r] for r in drows]), "", NOTES, ""]
-    return "\n".join(parts)
+    return parts
 
 
 def _half_vs_f32(run: Run) -> list[str]:
@@ -251,6 +272,7 @@ def to_json(
     machine: dict[str, Any],
     config: dict[str, Any],
     pairs: list[PairResult] | None = None,
+    linear: linear_mod.LinearRun | None = None,
 ) -> str:
     doc = {
         "schema": 1,
@@ -287,6 +309,7 @@ def to_json(
             for wl, res in run
         ],
         "pairs": [p.to_json() for p in pairs or []],
+        "linear": linear_mod.to_json(linear or []),
     }
     return json.dumps(doc, indent=2, default=str)
 

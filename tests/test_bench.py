@@ -1,5 +1,7 @@
 """bench: a --quick run's report says it is a smoke test, and shows no target as missed; the
-peers' score formulas give every field numbaent.score gives, and the check sees them."""
+peers' score formulas give every field numbaent.score gives, and the check sees them; the
+linear_score group (bench/linear.py): its workloads and selection, the chunked matmul doing
+linear_score's products, its check, its memory subprocess and its report."""
 
 from __future__ import annotations
 
@@ -200,3 +202,146 @@ def test_report_gives_the_fraction_of_the_limit():
     )
     assert got == (0.75, wl.input_bytes / 1.5 / 1e9)
     assert report.limit_fraction(wl, {"numbaent_cpu": res(2.0), "read_limit": res(1.0)}) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the linear_score group (bench/linear.py)
+
+
+def test_linear_workloads_and_their_selection():
+    linear = _bench("linear")
+    full = linear.all_workloads()
+    assert [(w.rows, w.dim, w.classes) for w in full] == [(4096, 2048, 32000), (4096, 2048, 128000)]
+    assert [w.name for w in full] == [
+        "linear_score f32 4096x2048 V=32000",
+        "linear_score f32 4096x2048 V=128000",
+    ]
+    assert full[1].flops == 2 * 4096 * 128000 * 2048
+    assert full[1].logits_bytes == 4096 * 128000 * 4
+    assert full[1].target_bytes == 64 * 2**20 + 256 * 4096
+    quick = linear.all_workloads(quick=True)
+    assert all(w.rows * w.classes * w.dim < 10**8 for w in quick)  # a smoke test's sizes
+    assert [w.nominal_name for w in quick] == [w.name for w in full]
+    # a full run leaves the group out, --quick and --linear take it, --only picks by name
+    assert linear.select(False, None, False, False) == []
+    assert linear.select(True, None, False, False) == quick
+    assert linear.select(False, None, True, False) == full
+    assert linear.select(False, ["linear"], False, False) == full
+    assert linear.select(True, ["V=128000"], False, False) == quick[1:]
+    assert linear.select(False, ["entropy"], True, False) == []
+    assert linear.select(True, None, True, True) == []
+    cli = _bench("cli")
+    assert cli.parse_args([]).linear_reps == linear.DEFAULT_REPS
+    assert cli.parse_args(["--quick"]).linear_reps == 1
+    wl = linear.LinearWorkload(5, 3, 11, (5, 3, 11))
+    got = wl.make_inputs()  # asserts its bytes equal input_bytes
+    assert [(k, a.shape, a.dtype) for k, a in got.items()] == [
+        ("hidden", (5, 3), np.float32),
+        ("weight", (11, 3), np.float32),
+        ("labels", (5,), np.int64),
+    ]
+    assert wl.input_bytes == 5 * 3 * 4 + 11 * 3 * 4 + 5 * 8
+
+
+def test_chunked_matmul_does_linear_scores_products(monkeypatch):
+    import numbaent.linear as nl
+
+    linear = _bench("linear")
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal((37, 8), dtype=np.float32)
+    w = rng.standard_normal((50, 8), dtype=np.float32)
+    assert linear.plan(h, w) == nl._plan(37, 50, h, w, None, np.float32, None)
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append((a.shape, b.shape, out.shape))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(nl, "_plan", lambda *a: (16, 20))  # 3 row chunks x 3 class chunks
+    run = linear.chunked_matmul(h, w)
+    monkeypatch.setattr(np, "matmul", spy)
+    run()
+    assert seen == [((r, 8), (8, c), (r, c)) for r in (16, 16, 5) for c in (20, 20, 10)]
+    monkeypatch.setattr(np, "matmul", real)
+    wl = linear.LinearWorkload(37, 8, 50, (37, 8, 50))
+    assert linear.plan_of(wl) == (16, 20)
+
+
+def test_linear_contenders_agree_with_the_reference_and_a_wrong_one_does_not():
+    impls, linear = _bench("impls"), _bench("linear")
+    wl = linear.LinearWorkload(40, 24, 700, (40, 24, 700))
+    inputs = wl.make_inputs(2)
+    idx, ref, window = linear.reference(wl, inputs, k=16)
+    assert idx.size == 16 and set(ref) >= {"cross_entropy", "argmax", "correct", "rank"}
+    assert (window[0] <= ref["rank"]).all() and (ref["rank"] <= window[1]).all()
+    ran = set()
+    for impl in linear.IMPLS:
+        try:
+            out = impl.prepare(wl, inputs)()
+        except impls.NotInstalled:
+            continue
+        ran.add(impl.key)
+        if not impl.checked:
+            assert out is None
+            continue
+        ok, err, note = linear.check(out, idx, ref, window)
+        assert ok, (impl.key, note)
+    assert {"numbaent_cpu", "matmul_limit"} <= ran
+    sc = _bench("runner").to_host_fields(linear.BY_KEY["numbaent_cpu"].prepare(wl, inputs)())[0]
+    for name, bump in (("cross_entropy", 0.5), ("rank", 3), ("argmax", 1)):
+        bad = {k: v.copy() for k, v in sc.items()}
+        bad[name][idx[3]] += bump
+        ok, _, note = linear.check(bad, idx, ref, window)
+        assert not ok and name in note, (name, note)
+    bad = {k: v.copy() for k, v in sc.items()}
+    bad["correct"][idx] = ~bad["correct"][idx]
+    assert "correct" in linear.check(bad, idx, ref, window)[2]
+
+
+def test_linear_memory_is_measured_in_a_fresh_subprocess():
+    linear = _bench("linear")
+    wl = linear.LinearWorkload(64, 64, 9000, (64, 64, 9000))
+    m = linear.measure_memory(wl, "matmul_limit", 0, timeout_s=300)
+    assert m["method"] in ("VmHWM after clear_refs", "ru_maxrss")
+    rows, vc = linear.plan_of(wl)
+    if m["method"].startswith("VmHWM"):
+        # the scratch it fills is in the peak, and nothing near the materialised logits' twice
+        assert rows * vc * 4 <= m["peak_above_inputs"] < rows * vc * 4 + 16 * 2**20
+
+
+def test_linear_report_gives_the_ratio_and_the_targets():
+    linear = _bench("linear")
+    wl = linear.all_workloads()[1]
+
+    def res(key, times, peak):
+        r = linear.LinearResult(key, "ok", times=times, check="ok")
+        r.memory = {"peak_above_inputs": peak, "upper_bound": False, "method": "VmHWM"}
+        return r
+
+    run = [
+        (
+            wl,
+            {
+                "numbaent_cpu": res("numbaent_cpu", [11.0, 12.0], 40 * 2**20),
+                "matmul_limit": res("matmul_limit", [10.0, 11.5], 36 * 2**20),
+                "torch": res("torch", [13.0, 13.0], wl.logits_bytes * 2),
+            },
+        )
+    ]
+    assert linear.ratios(run[0][1]) == (1.1, (1.1 + 12 / 11.5) / 2)
+    md = "\n".join(linear.markdown(run, linear.IMPLS))
+    assert "| **1.100**; 1.072 | <= 1.15: met | 40.0 MiB | <= 65 MiB: met |" in md
+    assert f"{wl.flops / 11e9:.1f}" in md and "| 1.300 |" in md  # GFLOP/s; torch over matmul
+    run[0][1]["numbaent_cpu"].times = [12.0]
+    run[0][1]["numbaent_cpu"].memory["peak_above_inputs"] = 70 * 2**20
+    md = "\n".join(linear.markdown(run, linear.IMPLS))
+    assert "<= 1.15: MISSED" in md and "<= 65 MiB: MISSED" in md
+    quick = "\n".join(linear.markdown(run, linear.IMPLS, quick=True))
+    assert "MISSED" not in quick and "not evaluated (--quick)" in quick
+    report = _bench("report")
+    doc = json.loads(report.to_json([], [], {}, {"quick": False}, [], run))
+    assert doc["linear"][0]["numbaent_over_matmul"]["of_mins"] == 1.2
+    assert linear.failures(run) == []
+    run[0][1]["numbaent_cpu"].check = "MISMATCH"
+    assert len(linear.failures(run)) == 1
