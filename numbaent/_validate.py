@@ -105,14 +105,6 @@ def check_label_smoothing(eps) -> float:
     return e
 
 
-def temperature_unsupported(what: str) -> ValueError:
-    """softmax_cross_entropy at a temperature other than 1 with what it does not take there."""
-    return ValueError(
-        f"softmax_cross_entropy: temperature other than 1 is not supported with {what} (integer "
-        "labels without weight or label_smoothing only; divide the logits by T yourself)"
-    )
-
-
 def check_temperature(t) -> float:
     """The one check of every ``temperature`` (the functions taking one, the CLI, numbaent.dask):
     a finite float > 0 whose reciprocal is finite too (the kernels scale by 1 / T: a subnormal T

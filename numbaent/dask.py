@@ -1217,8 +1217,6 @@ def linear_cross_entropy(
     eps = v.check_label_smoothing(label_smoothing)
     t = v.check_temperature(temperature)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    if t != 1.0 and (weight_classes is not None or eps != 0):
-        raise v.temperature_unsupported("weight or label_smoothing")
     _check_backend(backend)
     _check_chunk_classes(chunk_classes)
     h, w, b = _linear_model(hidden, weight, bias, ("hidden", "weight", "bias"))

@@ -148,8 +148,7 @@ def linear_cross_entropy(
     without holding the logits (see :func:`linear_score` for the chunking).
 
     ``weight_classes`` is the per-class weight (``weight`` of ``softmax_cross_entropy``: torch
-    semantics); ``label_smoothing``, ``reduction`` and ``temperature`` as there (a temperature
-    other than 1 only without ``weight_classes`` and ``label_smoothing``).
+    semantics); ``label_smoothing``, ``reduction`` and ``temperature`` as there.
 
     Examples
     --------
@@ -203,8 +202,6 @@ def _linear(hidden, weight, labels, bias, teacher_hidden, teacher_weight, teache
         eps = 0.0
     t = v.check_temperature(temperature)
     ignore_index = v.check_int(ignore_index, "ignore_index")
-    if ce_mode and t != 1.0 and (weight_classes is not None or eps != 0):
-        raise v.temperature_unsupported("weight or label_smoothing")
     with _op.space(backend, hidden, weight, labels, bias, teacher_hidden, teacher_weight,
                    teacher_bias) as sp:  # fmt: skip
         h, w, b = _inputs(sp, hidden, weight, bias, "hidden", "weight", "bias")
@@ -518,8 +515,8 @@ def _finish_ce(sp, st, y, cls_w, eps, nv, ignore_index, inv_t, dtype, batch, div
         loss = (1.0 - eps) * wy * nll
         if eps:
             wsum = float(nv) if cls_w is None else float(np.sum(cls_w))
-            # sum_j w_j (-log p_j) = L sum_j w_j - sum_j w_j x_j
-            loss = loss + eps / nv * (st.L * wsum - st.WX)
+            # sum_j w_j (-log p_j) = L sum_j w_j - sum_j w_j x_j / T (L: the lse of x / T)
+            loss = loss + eps / nv * (st.L * wsum - st.WX * inv_t)
     loss = np.where(ign, 0.0, loss).astype(dtype)
     row_w = None
     if cls_w is not None:

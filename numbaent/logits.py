@@ -190,8 +190,8 @@ def softmax_cross_entropy(
     label_smoothing : float in [0, 1]
         Mix the target with the uniform distribution (torch semantics).
     temperature : float
-        T: the loss of softmax(logits / T) (x / T is never formed). Other than 1 only with integer
-        labels without ``weight`` or ``label_smoothing`` (``ValueError`` otherwise).
+        T > 0: the loss of softmax(logits / T) (x / T is never formed), with every kind of target,
+        weight and label smoothing (torch: ``cross_entropy(logits / T, ...)``).
     reduction, base, axis, nan_policy, backend, out
         As in :func:`numbaent.entropy`. A mean over no rows (all ignored, or zero total weight) is
         NaN; the sum is 0.
@@ -220,17 +220,14 @@ def softmax_cross_entropy(
         rows = sp.rows(xa, axis, "logits")
         n, c = rows.data.shape
         ta, tdt = sp.array(target, "target")
-        if t != 1.0 and (tdt.kind not in "iu" or weight is not None or eps != 0):
-            what = "soft targets" if tdt.kind not in "iu" else "weight or label_smoothing"
-            raise v.temperature_unsupported(what)
         if tdt.kind in "iu":
             y = sp.labels(target, "target", rows.batch)
             dtype = v.math_dtype(rows.data)
             w = sp.weight(weight, c, dtype)
             tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, y, w))
-            if t == 1.0:
-                row_w, fault = sp.k.ce_labels(rows.data, y, w, ignore_index, eps, tgt)
-            else:  # score's one pass at the temperature
+            if t == 1.0 or w is not None or eps != 0:
+                row_w, fault = sp.k.ce_labels(rows.data, y, w, ignore_index, eps, 1.0 / t, tgt)
+            else:  # score's one pass at the temperature (the same bits as score's field)
                 outs = _score_outs(sp, rows.batch, dtype, True, cross_entropy=tgt)
                 fault = sp.k.score(rows.data, y, ignore_index, None, 1.0 / t, outs)
                 row_w = sp.kept(y, ignore_index)
@@ -240,12 +237,12 @@ def softmax_cross_entropy(
             return sp.finish(tgt, rows.batch, final, out, nan_inputs={"logits": rows.data},
                              weights=row_w, **opts)  # fmt: skip
         v.check_soft_target(tdt, ta.shape, xa.shape, rows.batch, ignore_index)
-        t = sp.rows(sp.probs(target, "target"), rows.axis, "target")
-        dtype = v.math_dtype(rows.data, t.data)
+        pt = sp.rows(sp.probs(target, "target"), rows.axis, "target")
+        dtype = v.math_dtype(rows.data, pt.data)
         w = sp.weight(weight, c, dtype)
-        tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, t.data, w))
-        sp.k.ce_soft(rows.data, t.data, w, eps, tgt)
-        nan_in = {"logits": rows.data, "target": t.data}
+        tgt, final = sp.per_row(out, rows.batch, dtype, reduction, (rows.data, pt.data, w))
+        sp.k.ce_soft(rows.data, pt.data, w, eps, 1.0 / t, tgt)
+        nan_in = {"logits": rows.data, "target": pt.data}
         return sp.finish(tgt, rows.batch, final, out, nan_inputs=nan_in, **opts)
 
 

@@ -559,7 +559,8 @@ PTX_ALL = PTX_MODE == "all"
 PTX_QUICK = {
     "entropy-bf16", "cross_entropy-bf16", "kl_divergence-bf16", "js-bf16-normTrue",
     "logsumexp-bf16", "log_softmax-bf16", "softmax-bf16", "softmax_entropy-bf16",
-    "ce_labels-bf16-wTrue-eps0.1", "ce_soft-bf16-wTrue", "softmax_kl-bf16",
+    "ce_labels-bf16-wTrue-eps0.1-invt1.0", "ce_labels-bf16-wTrue-eps0.0-invt0.5",
+    "ce_soft-bf16-wTrue-invt1.0", "ce_soft-bf16-wTrue-invt0.5", "softmax_kl-bf16",
     "score-bf16-labelsTrue-teacherTrue-invt0.5", "copy-2d-int64-float64", "reduce-float32",
     "redo_rows-bf16-f32", "count_above-f32", "label_logits-bf16-biasTrue",
     "weighted_sum-bf16-perTrue", "take_cols-f32", "widen-bf16-float32",
@@ -598,10 +599,13 @@ def _ptx_cases():
             cases.append((f"js-{k}-norm{norm}", "js_divergence", (x, x, 0, norm, o, flags, first)))
         for has_w in (False, True):
             w = z(5, mt(k))
-            for eps in (0.0, 0.1):
-                a = (x, z(2, i64), w, has_w, -100, eps, o, z(2, np.float64), flags, first)
-                cases.append((f"ce_labels-{k}-w{has_w}-eps{eps}", "ce_labels", a))
-            cases.append((f"ce_soft-{k}-w{has_w}", "ce_soft", (x, x, w, has_w, 0.1, o)))
+            for inv_t in (1.0, 0.5):  # 0.5: the tempered variants (the linear pass at 1 / T)
+                for eps in (0.0, 0.1):
+                    a = (x, z(2, i64), w, has_w, -100, eps, inv_t, o, z(2, np.float64), flags,
+                         first)  # fmt: skip
+                    cases.append((f"ce_labels-{k}-w{has_w}-eps{eps}-invt{inv_t}", "ce_labels", a))
+                cases.append((f"ce_soft-{k}-w{has_w}-invt{inv_t}", "ce_soft",
+                              (x, x, w, has_w, 0.1, inv_t, o)))  # fmt: skip
         cases.append((f"softmax_kl-{k}", "softmax_kl", (x, x, 0.5, o)))
         for lab, teach, inv_t in [(False, False, 1.0), (True, False, 1.0), (False, True, 1.0),
                                   (True, True, 1.0), (True, True, 0.5), (False, True, 0.5)]:  # fmt: skip
@@ -614,7 +618,7 @@ def _ptx_cases():
         p, q = z((2, 5), KINDS[kp]), z((2, 5), KINDS[kq])
         o = z(2, mt(kp, kq))
         cases.append((f"kl-{kp}-{kq}", "kl_divergence", (p, q, 0, False, o, z(2, i8), z(1, i64))))
-        cases.append((f"ce_soft-{kp}-{kq}", "ce_soft", (p, q, z(5, o.dtype), True, 0.0, o)))
+        cases.append((f"ce_soft-{kp}-{kq}", "ce_soft", (p, q, z(5, o.dtype), True, 0.0, 1.0, o)))
         cases.append((f"softmax_kl-{kp}-{kq}", "softmax_kl", (p, q, 1.0, o)))
     f = np.float32
     a = (z((2, 5), f), z(2, i64), True, -100, z((2, 5), np.uint16), True, 1.0, z(2, f), z(2, f),

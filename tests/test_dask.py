@@ -521,7 +521,8 @@ def test_linear_cross_entropy_reductions():
     h, w, b, y, _ = hidden_inputs(rng)
     dh, dy = da.from_array(h, chunks=(10, 8)), da.from_array(y, chunks=10)
     cw = rng.uniform(0.5, 2.0, C)
-    for opts in ({}, {"weight_classes": cw}, {"label_smoothing": 0.1}, {"temperature": 2.0}):
+    for opts in ({}, {"weight_classes": cw}, {"label_smoothing": 0.1}, {"temperature": 2.0},
+                 {"weight_classes": cw, "label_smoothing": 0.1, "temperature": 0.5}):  # fmt: skip
         for reduction in ("none", "mean", "sum"):
             kw = dict(bias=b, reduction=reduction, chunk_classes=10, **opts)
             got = nd.linear_cross_entropy(dh, w, dy, **kw)

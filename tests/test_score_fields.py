@@ -179,8 +179,116 @@ def test_softmax_cross_entropy_at_a_temperature(backend, dtype, rng):
     bad[4] = 700
     with pytest.raises(IndexError, match="row 4"):
         ne.softmax_cross_entropy(x, bad, temperature=2.0, backend=backend)
-    for kw in ({"label_smoothing": 0.1}, {"weight": np.ones(700)}):
-        with pytest.raises(ValueError, match="temperature"):
-            ne.softmax_cross_entropy(x, y, temperature=2.0, backend=backend, **kw)
-    with pytest.raises(ValueError, match="soft targets"):
-        ne.softmax_cross_entropy(x, ne.softmax(x), temperature=2.0, backend=backend)
+
+
+def _ce_options(rng, c):
+    w = rng.random(c) + 0.2
+    w[rng.random(c) < 0.1] = 0.0  # weight-0 classes: their rows contribute exactly 0
+    return [
+        {"weight": w},
+        {"label_smoothing": 0.15},
+        {"weight": w, "label_smoothing": 0.3},
+        {"label_smoothing": 1.0},
+    ]
+
+
+@pytest.mark.parametrize("backend", ["numpy", *BACKENDS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("temperature", [0.3, 2.0])
+def test_cross_entropy_at_a_temperature_with_weight_and_smoothing(backend, dtype, temperature, rng):
+    """The weighted and smoothed losses at T are those of the logits x / T (computed in float64
+    here, by division), for every reduction; rows of several blocks and C = 1, 2."""
+    for n, c in ((11, 700), (5, 3000), (4, 1), (6, 2)):
+        x = logits(rng, (n, c), dtype, scale=6.0)
+        y = _labels(rng, n, c)
+        for kw in _ce_options(rng, c):
+            for reduction in ("none", "mean", "sum"):
+                got = ne.softmax_cross_entropy(
+                    x, y, temperature=temperature, reduction=reduction, backend=backend, **kw
+                )
+                ref = ne.softmax_cross_entropy(
+                    f64(x) / temperature, y, reduction=reduction, backend="numpy", **kw
+                )
+                assert_close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("backend", ["numpy", *BACKENDS])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("temperature", [0.3, 2.0])
+def test_cross_entropy_at_a_temperature_with_soft_targets(backend, dtype, temperature, rng):
+    for n, c in ((9, 700), (3, 3000), (4, 1)):
+        x = logits(rng, (n, c), dtype, scale=6.0)
+        t = ne.softmax(logits(rng, (n, c), np.float64), backend="numpy").astype(dtype)
+        t[0, : c // 2] = 0  # zero targets
+        w = rng.random(c) + 0.2
+        for kw in (
+            {},
+            {"weight": w},
+            {"label_smoothing": 0.2},
+            {"weight": w, "label_smoothing": 1},
+        ):
+            for reduction in ("none", "mean"):
+                got = ne.softmax_cross_entropy(
+                    x, t, temperature=temperature, reduction=reduction, backend=backend, **kw
+                )
+                ref = ne.softmax_cross_entropy(
+                    f64(x) / temperature, f64(t), reduction=reduction, backend="numpy", **kw
+                )
+                assert_close(got, ref, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+def test_cross_entropy_at_a_temperature_special_rows(backend, temperature):
+    """-inf logits (the label's too, at class weight 0 and not), an all -inf row, NaN and +inf
+    rows, huge logits: the backend equals the oracle (the contract's answers at T)."""
+    c = 40
+    y = np.array([20, 5, 6, 0, 1, 2, 3, -100])
+    w = np.ones(c)
+    w[6] = 0.0
+    soft = np.full((8, c), 1.0 / c)
+    for dt in (np.float64, np.float32):
+        x = np.linspace(-3, 3, 8 * c).reshape(8, c)
+        x[0, :10] = -np.inf
+        x[1, 5] = -np.inf  # the label's logit: +inf loss, 0 at class weight 0 (row 2)
+        x[2, 6] = -np.inf
+        x[3, :] = -np.inf  # no valid softmax: NaN
+        x[4, 7] = np.nan
+        x[5, 8] = np.inf
+        x[6] *= 1e300 if dt is np.float64 else 1e36  # x / T would overflow at T < 1 in float64
+        x = x.astype(dt)
+        for kw in ({"weight": w}, {"weight": w, "label_smoothing": 0.2}, {"label_smoothing": 0.5},
+                   {"target": soft.astype(dt)}):  # fmt: skip
+            kw = dict(kw)
+            target = kw.pop("target", y)
+            got = ne.softmax_cross_entropy(x, target, temperature=temperature, backend=backend,
+                                           **kw)  # fmt: skip
+            ref = ne.softmax_cross_entropy(x, target, temperature=temperature, backend="numpy",
+                                           **kw)  # fmt: skip
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=str(kw))
+            assert_close(got, ref, np.dtype(dt))
+
+
+def test_cross_entropy_at_a_temperature_torch_parity(rng):
+    """torch's cross_entropy of logits / T, float64, with weight, label smoothing, ignore_index
+    and soft targets, every reduction."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    n, c, temperature = 13, 300, 0.7
+    x = logits(rng, (n, c), np.float64, scale=5.0)
+    y = _labels(rng, n, c)
+    w = rng.random(c) + 0.1
+    t = ne.softmax(logits(rng, (n, c), np.float64), backend="numpy")
+    xt = torch.from_numpy(x / temperature)
+    for reduction in ("none", "mean", "sum"):
+        for eps in (0.0, 0.25):
+            got = ne.softmax_cross_entropy(x, y, weight=w, label_smoothing=eps, reduction=reduction,
+                                           temperature=temperature)  # fmt: skip
+            ref = F.cross_entropy(xt, torch.from_numpy(y), weight=torch.from_numpy(w),
+                                  label_smoothing=eps, reduction=reduction).numpy()  # fmt: skip
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+            got = ne.softmax_cross_entropy(x, t, weight=w, label_smoothing=eps, reduction=reduction,
+                                           temperature=temperature)  # fmt: skip
+            ref = F.cross_entropy(xt, torch.from_numpy(t), weight=torch.from_numpy(w),
+                                  label_smoothing=eps, reduction=reduction).numpy()  # fmt: skip
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)

@@ -331,6 +331,8 @@ def combine_lset(st, ot, aux):
 
 @dev
 def combine_lin(st, ot, aux):
+    """(m, S, Csum, A) states at it = aux = 1 / T (1.0 at T = 1: exp((m - M) * 1.0) is
+    exp(m - M), bit for bit)."""
     m1 = st[0]
     m2 = ot[0]
     M = max(m1, m2)
@@ -340,10 +342,10 @@ def combine_lin(st, ot, aux):
     S2 = ot[1]
     A2 = ot[3]
     if m1 != M:
-        S1 = S1 * rescale(m1, M)
+        S1 = S1 * rescale_t(m1, M, aux)
         A1 = A1 + (rM - ref64(m1)) * st[2]
     if m2 != M:
-        S2 = S2 * rescale(m2, M)
+        S2 = S2 * rescale_t(m2, M, aux)
         A2 = A2 + (rM - ref64(m2)) * ot[2]
     st[0] = M
     st[1] = S1 + S2

@@ -721,14 +721,14 @@ class Device:
     def _host_weight(self, w):
         return None if w is None else _decoded(self.read(w))
 
-    def ce_soft(self, x, t, w, eps, out):
+    def ce_soft(self, x, t, w, eps, inv_t, out):
         wd = w if w is not None else self.scratch((1,), out.dtype)
-        ops.run("ce_soft", x.shape[0], self.stream, x, t, wd, w is not None, eps, out)
+        ops.run("ce_soft", x.shape[0], self.stream, x, t, wd, w is not None, eps, inv_t, out)
         src = [(x, 1), (t, 1)]
         idx = self._redo_rows(out, src)
         if len(idx):  # the weights read back once, not once per chunk of rows
             wh = self._host_weight(w)
-            fn = lambda a, b, o, r: exact.ce_soft(a, b, wh, eps, o, r)  # noqa: E731
+            fn = lambda a, b, o, r: exact.ce_soft(a, b, wh, eps, inv_t, o, r)  # noqa: E731
             self.redo(out, idx, src, _on_rows(fn))
 
     def _fault(self, first, n, values):
@@ -738,23 +738,27 @@ class Device:
             return None
         return i, int(self.read(values[i : i + 1])[0])
 
-    def ce_labels(self, x, y, w, ignore_index, eps, out):
+    def ce_labels(self, x, y, w, ignore_index, eps, inv_t, out):
         n = x.shape[0]
         rw = self.scratch((n,), np.float64)
         bad = self.scratch((n,), np.int8)
         firsts = self.firsts(n, 2)  # [first bad label, first exact-path row]
         wd = w if w is not None else self.scratch((1,), out.dtype)
-        ops.run("ce_labels", n, self.stream, x, y, wd, w is not None, ignore_index, eps, out, rw,
-                bad, firsts[0:1])  # fmt: skip
+        ops.run("ce_labels", n, self.stream, x, y, wd, w is not None, ignore_index, eps, inv_t,
+                out, rw, bad, firsts[0:1])  # fmt: skip
         mark = None
-        if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
+        if eps != 0 or inv_t != 1.0:  # the smoothing term is a float32 sum of products (see
+            # exact.py); at a temperature, the same linear pass: its non-finite rows are redone too
             mark = self.redo_search(out, firsts, 1, (x, 1))
         h = self.read(firsts)
         fault = self._fault(h[0], n, y)
         idx = self.marked_rows(h[1], mark, n) if fault is None else ()
         if len(idx):
             wh = self._host_weight(w)
-            fn = lambda xr, yr, o, r: exact.ce_labels(xr, yr[:, 0], wh, ignore_index, eps, o, r)  # noqa: E731
+
+            def fn(xr, yr, o, r):
+                exact.ce_labels(xr, yr[:, 0], wh, ignore_index, eps, inv_t, o, r)
+
             self.redo(out, idx, [(x, 1), (y.reshape(n, 1), 1)], _on_rows(fn))
         return rw, fault
 

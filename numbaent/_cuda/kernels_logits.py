@@ -215,20 +215,22 @@ def softmax_entropy(kx, mt, threads, warp, tile):
 
 
 @functools.cache
-def _row_lin(ldx, coef, mt, threads, tile):
+def _row_lin(ldx, coef, mt, threads, tile, tempered):
     """Per-thread (m, S, Csum, A): the lse state plus the linear term of a target with
     coefficients c_j = coef(i, j) (0 outside the row): A = sum_j c_j (ref - x_j), ref = ref(m)
     (the thread's running maximum, 0 while it is -inf), shifted exactly when the maximum moves;
-    a term with c_j == 0 adds 0 whatever x_j is (see cpu_logits._row_lse_linear)."""
+    a term with c_j == 0 adds 0 whatever x_j is (see cpu_logits._row_lse_linear). ``tempered``
+    (compile time): S = sum exp((x_j - m) it) at it = 1 / T (A stays in raw logit units)."""
     step = threads * tile
     zero = mt(0.0)
 
     @dev
-    def row_lin(x, t, w, a, b, i, c, tid, buf, cbuf):
+    def row_lin(x, t, w, a, b, it, i, c, tid, buf, cbuf):
         m = mt(NINF)
         S = F64(0.0)
         Cs = F64(0.0)
         A = F64(0.0)
+        itm = mt(it)
         for j0 in range(tid, c, step):
             bm = mt(NINF)
             for k in range(tile):
@@ -243,7 +245,7 @@ def _row_lin(ldx, coef, mt, threads, tile):
                 if v > bm:
                     bm = v
             if bm > m:
-                S = S * rescale(m, bm)
+                S = S * (rescale_t(m, bm, it) if tempered else rescale(m, bm))
                 rnew = F64(bm)
                 rold = F64(m) if m != NINF else F64(0.0)
                 if rnew != rold:
@@ -256,7 +258,7 @@ def _row_lin(ldx, coef, mt, threads, tile):
             for k in range(tile):
                 xv = buf[k]
                 cj = cbuf[k]
-                s += exp_(xv - rm)
+                s += exp_((xv - rm) * itm) if tempered else exp_(xv - rm)
                 cs += cj
                 lin += zero if cj == 0 else cj * (rm - xv)
             S += F64(s)
@@ -268,10 +270,12 @@ def _row_lin(ldx, coef, mt, threads, tile):
 
 
 @functools.cache
-def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
+def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth, tempered):
     """Integer labels: out = (1 - eps) w[y] (lse - x[y]) + eps / C sum_j w[j] (lse - x[j]) (torch's
-    definition; only the first term without smoothing, w = 1 without weights). Ignored rows give 0
-    and row weight 0; a label outside [0, C) gives NaN, bad[i] = 1 and first[0] = min such row."""
+    definition; only the first term without smoothing, w = 1 without weights), of the logits x / T
+    when ``tempered`` (it = 1 / T; the linear pass then gives the lse also without smoothing).
+    Ignored rows give 0 and row weight 0; a label outside [0, C) gives NaN, bad[i] = 1 and
+    first[0] = min such row."""
     ldx = loader(kx, mt)
     ldw = loader1("f64" if mt is np.float64 else "f32", mt)
 
@@ -279,8 +283,9 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
     def coef(t, w, a, b, i, j):
         return ldw(w, j) if has_weight else mt(1.0)
 
-    if smooth:
-        row = _row_lin(ldx, coef, mt, threads, tile)
+    linear = smooth or tempered
+    if linear:
+        row = _row_lin(ldx, coef, mt, threads, tile, tempered)
         red = block_reduce(combine_lin, 4, threads, warp)
         nc = 4
     else:
@@ -289,7 +294,7 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
         nc = 2
 
     @row_kernel(threads)
-    def kernel(x, y, w, ignore_index, eps, out, rowweight, bad, first):
+    def kernel(x, y, w, ignore_index, eps, it, out, rowweight, bad, first):
         quiet()
         tid = cuda.threadIdx.x
         n, c = x.shape
@@ -313,8 +318,8 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
                     bad[i] = 1
                     cuda.atomic.min(first, 0, i)
                 continue
-            if smooth:
-                m, S, Cs, A = row(x, x, w, mt(1.0), mt(0.0), i, c, tid, buf, cbuf)
+            if linear:
+                m, S, Cs, A = row(x, x, w, mt(1.0), mt(0.0), it, i, c, tid, buf, cbuf)
                 st[0] = m
                 st[1] = S
                 st[2] = Cs
@@ -323,13 +328,14 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
                 m, S = row(x, i, c, tid, buf)
                 st[0] = m
                 st[1] = S
-            red(st, ot, sh, 0.0)
+            red(st, ot, sh, it)
             if tid == 0:
                 wy = F64(ldw(w, lab)) if has_weight else F64(1.0)
                 ls = log_(st[1])
-                nll = (st[0] - F64(ldx(x, i, lab))) + ls
+                gap = st[0] - F64(ldx(x, i, lab))
+                nll = (gap * it if tempered else gap) + ls
                 if smooth:
-                    smooth_term = st[2] * ls + st[3]
+                    smooth_term = st[2] * ls + (st[3] * it if tempered else st[3])
                     out[i] = _wterm((1.0 - eps) * wy, nll) + (eps / c) * smooth_term
                 else:
                     out[i] = _wterm(wy, nll)
@@ -340,9 +346,10 @@ def ce_labels(kx, mt, threads, warp, tile, has_weight, smooth):
 
 
 @functools.cache
-def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
-    """Probability targets: out = sum_j w[j] (t[j] (1 - eps) + eps / C) (lse - x[j]); a NaN logit
-    gives NaN even where its coefficient is 0; all-zero coefficients give 0."""
+def ce_soft(kx, kt, mt, threads, warp, tile, has_weight, tempered):
+    """Probability targets: out = sum_j w[j] (t[j] (1 - eps) + eps / C) (lse - x[j]) of the logits
+    x / T when ``tempered`` (it = 1 / T); a NaN logit gives NaN even where its coefficient is 0;
+    all-zero coefficients give 0."""
     ldx = loader(kx, mt)
     ldt = loader(kt, mt)
     ldw = loader1("f64" if mt is np.float64 else "f32", mt)
@@ -353,11 +360,11 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
         cj = ldt(t, i, j) * a + b
         return ldw(w, j) * cj if has_weight else mt(1.0) * cj
 
-    row_lin = _row_lin(ldx, coef, mt, threads, tile)
+    row_lin = _row_lin(ldx, coef, mt, threads, tile, tempered)
     red = block_reduce(combine_lin, 4, threads, warp)
 
     @row_kernel(threads)
-    def kernel(x, t, w, eps, out):
+    def kernel(x, t, w, eps, it, out):
         quiet()
         tid = cuda.threadIdx.x
         n, c = x.shape
@@ -369,20 +376,21 @@ def ce_soft(kx, kt, mt, threads, warp, tile, has_weight):
         buf = cuda.local.array(tile, mt)
         cbuf = cuda.local.array(tile, mt)
         for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
-            m, S, Cs, A = row_lin(x, t, w, a, b, i, c, tid, buf, cbuf)
+            m, S, Cs, A = row_lin(x, t, w, a, b, it, i, c, tid, buf, cbuf)
             st[0] = m
             st[1] = S
             st[2] = Cs
             st[3] = A
-            red(st, ot, sh, 0.0)
+            red(st, ot, sh, it)
             if tid == 0:
                 S = st[1]
+                A = st[3] * it if tempered else st[3]
                 if S != S:  # a NaN logit: NaN even where its target is 0
                     out[i] = np.nan
                 elif st[2] != 0:
-                    out[i] = st[2] * log_(S) + st[3]
+                    out[i] = st[2] * log_(S) + A
                 else:  # all-zero coefficients give 0, also on an empty or all -inf row
-                    out[i] = st[3]
+                    out[i] = A
 
     return kernel
 

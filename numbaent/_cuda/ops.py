@@ -144,13 +144,15 @@ def kernel_args(op: str, *a):
         x, out = a
         return getattr(kl, op)(kind(x), math_type(x), t, w, tile), (x, out)
     if op == "ce_labels":
-        x, y, weight, has_weight, ignore_index, eps, out, rowweight, bad, first = a
-        k = kl.ce_labels(kind(x), math_type(x), t, w, tile, bool(has_weight), eps != 0)
-        return k, (x, y, weight, ignore_index, float(eps), out, rowweight, bad, first)
+        x, y, weight, has_weight, ignore_index, eps, inv_t, out, rowweight, bad, first = a
+        k = kl.ce_labels(kind(x), math_type(x), t, w, tile, bool(has_weight), eps != 0,
+                         inv_t != 1.0)  # fmt: skip
+        return k, (x, y, weight, ignore_index, float(eps), float(inv_t), out, rowweight, bad, first)
     if op == "ce_soft":
-        x, tg, weight, has_weight, eps, out = a
-        k = kl.ce_soft(kind(x), kind(tg), math_type(x, tg), t, w, tile, bool(has_weight))
-        return k, (x, tg, weight, float(eps), out)
+        x, tg, weight, has_weight, eps, inv_t, out = a
+        k = kl.ce_soft(kind(x), kind(tg), math_type(x, tg), t, w, tile, bool(has_weight),
+                       inv_t != 1.0)  # fmt: skip
+        return k, (x, tg, weight, float(eps), float(inv_t), out)
     if op == "softmax_kl":
         xp, xq, inv_t, out = a
         k = kl.softmax_kl(kind(xp), kind(xq), math_type(xp, xq), t, w, tile)

@@ -8,16 +8,16 @@ float64); ``q``/``xq`` may have a single row shared by every row; ``y`` is int64
 ``weight`` is None or a float array (C,). Outputs are preallocated by the caller in the math
 dtype (float64 if an input is float64, else float32) and filled in place.
 
-=================================================  ==============================================
-``entropy(p, normalize, out)``                      -> fault: (row, 1) for p < 0 in that row
-``cross_entropy / kl_divergence / js_divergence``   ``(p, q, normalize, out)`` -> fault (2: q < 0)
-``logsumexp(x, out)``, ``softmax_entropy(x, out)``  out (rows,)
-``log_softmax(x, out)``, ``softmax(x, out)``        out (rows, C)
-``ce_labels(x, y, weight, ignore_index, eps, out)`` -> (row weights, fault: (row, bad label))
-``ce_soft(x, t, weight, eps, out)``                 per-row loss, weight folded in
-``softmax_kl(xp, xq, inv_t, out)``                  D(softmax(xp/T) || softmax(xq/T))
-``score(x, y, ignore_index, teacher, inv_t, outs)`` fills the arrays in ``outs``; -> fault
-=================================================  ==============================================
+==========================================================  ========================================
+``entropy(p, normalize, out)``                              -> fault (row, 1): p < 0 in that row
+``cross_entropy / kl_divergence / js_divergence``           ``(p, q, normalize, out)``, fault 2: q<0
+``logsumexp(x, out)``, ``softmax_entropy(x, out)``          out (rows,)
+``log_softmax(x, out)``, ``softmax(x, out)``                out (rows, C)
+``ce_labels(x, y, weight, ignore_index, eps, inv_t, out)``  -> (row weights, fault: (row, label))
+``ce_soft(x, t, weight, eps, inv_t, out)``                  per-row loss, weight folded in
+``softmax_kl(xp, xq, inv_t, out)``                          D(softmax(xp/T) || softmax(xq/T))
+``score(x, y, ignore_index, teacher, inv_t, outs)``         fills the arrays in ``outs``; -> fault
+==========================================================  ========================================
 """
 
 import numpy as np

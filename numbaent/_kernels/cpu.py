@@ -121,16 +121,18 @@ def _weights(weight, c, dtype):
     return ro(np.ones(c, dtype) if weight is None else np.ascontiguousarray(weight, dtype=dtype))
 
 
-def ce_labels(x, y, weight, ignore_index, eps, out):
+def ce_labels(x, y, weight, ignore_index, eps, inv_t, out):
     n, c = x.shape
+    it = None if inv_t == 1.0 else float(inv_t)
     # the row weights are 0/1 without class weights: int8, not float64 (fresh pages are zeroed by
     # the OS on first touch: 8 bytes per row cost ~1 ms per call at 1048576 x 10, 25% of it)
-    row_w = np.empty(n, np.int8 if weight is None and eps == 0 else np.float64)
+    plain = weight is None and eps == 0 and it is None
+    row_w = np.empty(n, np.int8 if plain else np.float64)
     bad = _flags(n)
     xv = kernel_view(x)
-    if weight is None and eps == 0 and _small(x):
+    if plain and _small(x):
         cpu_logits.small_rows(xv, ro(y), ignore_index, 1, out, row_w, bad)
-    elif weight is None and eps == 0 and cpu_logits.use_split(n, c):
+    elif plain and cpu_logits.use_split(n, c):
         m, s = _split_states(x, out.dtype)
         ignored = y == ignore_index
         bad[...] = ~ignored & ((y < 0) | (y >= c))
@@ -142,23 +144,26 @@ def ce_labels(x, y, weight, ignore_index, eps, out):
             loss = (m - xy) + np.log(s)
             out[...] = np.where(ok, loss, np.where(ignored, 0.0, np.nan))
         row_w[...] = ok
-    elif weight is None and eps == 0:
+    elif plain:
         cpu_logits.ce_labels(xv, ro(y), ignore_index, out, row_w, bad)
     else:
         w = _weights(weight, c, out.dtype)
+        ones = ro(np.ones(c, out.dtype))
         cpu_logits.ce_labels_general(
-            xv, ro(y), w, ignore_index, float(eps), ro(np.ones(c, out.dtype)), out, row_w, bad
+            xv, ro(y), w, ignore_index, float(eps), it, ones, out, row_w, bad
         )
-        if eps != 0:  # the smoothing term is a float32 sum of products (see exact.py)
+        if eps != 0 or it is not None:  # the smoothing term is a float32 sum of products (see
+            # exact.py); at a temperature, the same linear pass: its non-finite rows are redone too
             idx = exact.nonfinite_rows(out, x)
-            exact.ce_labels(x, y, weight, ignore_index, eps, out, idx)
+            exact.ce_labels(x, y, weight, ignore_index, eps, inv_t, out, idx)
     return row_w, first_fault(bad, y)
 
 
-def ce_soft(x, t, weight, eps, out):
+def ce_soft(x, t, weight, eps, inv_t, out):
     w = _weights(weight, x.shape[1], out.dtype)
-    cpu_logits.ce_soft(kernel_view(x), kernel_view(t), w, float(eps), out)
-    exact.ce_soft(x, t, weight, eps, out, exact.nonfinite_rows(out, x, t))
+    it = None if inv_t == 1.0 else float(inv_t)
+    cpu_logits.ce_soft(kernel_view(x), kernel_view(t), w, float(eps), it, out)
+    exact.ce_soft(x, t, weight, eps, inv_t, out, exact.nonfinite_rows(out, x, t))
 
 
 def softmax_kl(xp, xq, inv_t, out):

@@ -93,7 +93,7 @@ def softmax_entropy(x, out):
 
 
 @njit(**BLK)
-def _blk_linear(r, t, w, a, b, lo, hi, rm):
+def _blk_linear(r, t, w, a, b, lo, hi, rm, it):
     # views: indices from range(n) are provably >= 0, so Numba drops its negative-index
     # wraparound and the loads vectorise (with range(lo, hi) they become scalar gathers)
     r = r[lo:hi]
@@ -105,7 +105,10 @@ def _blk_linear(r, t, w, a, b, lo, hi, rm):
     lin = z
     for j in range(hi - lo):
         xv = cst(rm, ld(r[j]))
-        s += vexpz(xv - rm)
+        d = xv - rm
+        if it is not None:  # 1 / T in the working precision; None at T = 1 (pruned at compile time)
+            d = d * it
+        s += vexpz(d)
         wj = cst(rm, w[j])
         qj = cst(rm, ld(t[j])) * a + b
         cs += wj * qj
@@ -120,11 +123,13 @@ def _blk_linear(r, t, w, a, b, lo, hi, rm):
 
 
 @njit(**ROW)
-def _row_lse_linear(r, t, w, a, b, like):
+def _row_lse_linear(r, t, w, a, b, like, it):
     """Online (m, S) plus the linear term of a target distribution with coefficients
     c_j = w[j] * (t[j] * a + b):  returns (m, S, Csum, A) with A = sum_j c_j (m - x_j), so that
     sum_j c_j (lse - x_j) = Csum * log(S) + A. A term with w[j] == 0 or t[j] a + b == 0
-    contributes 0 whatever x_j is.
+    contributes 0 whatever x_j is. At a temperature (it = 1 / T, float64; None for T = 1)
+    S = sum_j exp((x_j - m) / T), A stays in raw logit units (m - x_j), so that
+    sum_j c_j (lse(x / T) - x_j / T) = Csum * log(S) + A / T.
     A is kept relative to a reference point that follows the running max (shifted exactly when the
     max moves: A += (ref_new - ref_old) * Csum)."""
     c = r.shape[0]
@@ -137,13 +142,19 @@ def _row_lse_linear(r, t, w, a, b, like):
         hi = min(lo + BLOCK, c)
         bm = update_max(m, block_max(r, lo, hi, like))
         if bm != m:
-            S *= rescale(m, bm)
+            if it is None:
+                S *= rescale(m, bm)
+            else:
+                S *= rescale_t(m, bm, it)
             m = bm
         rm = ref_of(m)
         if np.float64(rm) != ref:
             A += (np.float64(rm) - ref) * Csum
             ref = np.float64(rm)
-        s, cs, lin = _blk_linear(r, t, w, a, b, lo, hi, rm)
+        if it is None:
+            s, cs, lin = _blk_linear(r, t, w, a, b, lo, hi, rm, None)
+        else:
+            s, cs, lin = _blk_linear(r, t, w, a, b, lo, hi, rm, cst(rm, it))
         S += np.float64(s)
         Csum += np.float64(cs)
         A += np.float64(lin)
@@ -173,8 +184,9 @@ def ce_labels(x, y, ignore_index, out, rowweight, bad):
 
 
 @njit(**KERNEL)
-def ce_labels_general(x, y, w, ignore_index, eps, ones, out, rowweight, bad):
-    """Integer labels with class weights ``w`` (ones when none) and label smoothing ``eps``:
+def ce_labels_general(x, y, w, ignore_index, eps, it, ones, out, rowweight, bad):
+    """Integer labels with class weights ``w`` (ones when none) and label smoothing ``eps``, of
+    the logits x / T (it = 1 / T, float64; None for T = 1):
     out = (1 - eps) w[y] (lse - x[y]) + eps / C * sum_j w[j] (lse - x[j])   (torch's definition)."""
     c = x.shape[1]
     a = cst(out, 1.0)
@@ -191,26 +203,41 @@ def ce_labels_general(x, y, w, ignore_index, eps, ones, out, rowweight, bad):
             rowweight[i] = 0
             continue
         wy = np.float64(w[lab])
-        if eps == 0:
-            m, S = row_lse(x[i], out)
-            out[i] = _wterm(wy, (np.float64(m) - np.float64(ld(x[i, lab]))) + np.log(S))
-        else:
-            m, S, Csum, A = _row_lse_linear(x[i], ones, w, a, b, out)
+        if it is None:
+            if eps == 0:
+                m, S = row_lse(x[i], out)
+                out[i] = _wterm(wy, (np.float64(m) - np.float64(ld(x[i, lab]))) + np.log(S))
+            else:
+                m, S, Csum, A = _row_lse_linear(x[i], ones, w, a, b, out, None)
+                ls = np.log(S)
+                nll = (np.float64(m) - np.float64(ld(x[i, lab]))) + ls
+                smooth = Csum * ls + A
+                out[i] = _wterm((1.0 - eps) * wy, nll) + (eps / c) * smooth
+        else:  # the linear pass also gives the lse at the temperature (its Csum and A are unused
+            # without smoothing, and never formed into a term: 0 * inf would make a NaN)
+            m, S, Csum, A = _row_lse_linear(x[i], ones, w, a, b, out, it)
             ls = np.log(S)
-            nll = (np.float64(m) - np.float64(ld(x[i, lab]))) + ls
-            smooth = Csum * ls + A
-            out[i] = _wterm((1.0 - eps) * wy, nll) + (eps / c) * smooth
+            nll = (np.float64(m) - np.float64(ld(x[i, lab]))) * it + ls
+            loss = _wterm((1.0 - eps) * wy, nll)
+            if eps != 0:
+                loss += (eps / c) * (Csum * ls + A * it)
+            out[i] = loss
         rowweight[i] = wy
 
 
 @njit(**KERNEL)
-def ce_soft(x, t, w, eps, out):
-    """Probability targets: out = sum_j w[j] (t[j] (1 - eps) + eps / C) (lse - x[j])."""
+def ce_soft(x, t, w, eps, it, out):
+    """Probability targets: out = sum_j w[j] (t[j] (1 - eps) + eps / C) (lse - x[j]), of the logits
+    x / T (it = 1 / T, float64; None for T = 1)."""
     c = x.shape[1]
     a = cst(out, 1.0 - eps)
     b = cst(out, eps / c) if c > 0 else cst(out, 0.0)
     for i in prange(x.shape[0]):
-        m, S, Csum, A = _row_lse_linear(x[i], t[i], w, a, b, out)
+        if it is None:
+            m, S, Csum, A = _row_lse_linear(x[i], t[i], w, a, b, out, None)
+        else:
+            m, S, Csum, A = _row_lse_linear(x[i], t[i], w, a, b, out, it)
+            A = A * it
         if S != S:  # a NaN logit: NaN even where its target is 0
             out[i] = np.nan
         else:  # all-zero coefficients give 0, also on an empty or all -inf row

@@ -125,17 +125,22 @@ def prob(op, p, q, normalize, out, idx):
     )
 
 
-def ce_labels(x, y, weight, ignore_index, eps, out, idx):
+def ce_labels(x, y, weight, ignore_index, eps, inv_t, out, idx):
     redo(
         idx,
         out,
         x.shape[1],
-        lambda r: oracle.ce_labels(_f64(x[r]), y[r], weight, ignore_index, eps)[0],
+        lambda r: oracle.ce_labels(_f64(x[r]), y[r], weight, ignore_index, eps, inv_t)[0],
     )
 
 
-def ce_soft(x, t, weight, eps, out, idx):
-    redo(idx, out, x.shape[1], lambda r: oracle.ce_soft(_f64(x[r]), _f64(t[r]), weight, eps))
+def ce_soft(x, t, weight, eps, inv_t, out, idx):
+    redo(
+        idx,
+        out,
+        x.shape[1],
+        lambda r: oracle.ce_soft(_f64(x[r]), _f64(t[r]), weight, eps, inv_t),
+    )
 
 
 def softmax_kl(xp, xq, inv_t, out, idx):

@@ -66,15 +66,15 @@ def softmax_entropy(x, out):
 
 
 @_stores
-def ce_labels(x, y, weight, ignore_index, eps, out):
-    loss, row_w, bad = oracle.ce_labels(_f64(x), y, weight, ignore_index, eps)
+def ce_labels(x, y, weight, ignore_index, eps, inv_t, out):
+    loss, row_w, bad = oracle.ce_labels(_f64(x), y, weight, ignore_index, eps, inv_t)
     out[...] = loss
     return row_w, first_fault(bad, y)
 
 
 @_stores
-def ce_soft(x, t, weight, eps, out):
-    out[...] = oracle.ce_soft(_f64(x), _f64(t), weight, eps)
+def ce_soft(x, t, weight, eps, inv_t, out):
+    out[...] = oracle.ce_soft(_f64(x), _f64(t), weight, eps, inv_t)
 
 
 @_stores

@@ -147,8 +147,9 @@ def _weighted_nll(logp, coef):
     return 0.0 - np.where(coef == 0, 0.0, t).sum(axis=1)  # +0.0, not -0.0, for a zero loss
 
 
-def ce_labels(x, y, weight, ignore_index, eps):
-    """torch.nn.functional.cross_entropy with class-index targets, per row (weight included).
+def ce_labels(x, y, weight, ignore_index, eps, inv_t=1.0):
+    """torch.nn.functional.cross_entropy with class-index targets, per row (weight included), of
+    the logits x / T (inv_t = 1 / T; x / T is never formed: see _scaled).
     Returns (loss, row_weight, bad) with bad[i] = 1 for a label outside [0, C) that is not ignored."""
     x = _f64(x)
     n, c = x.shape
@@ -159,7 +160,7 @@ def ce_labels(x, y, weight, ignore_index, eps):
     ok = ~ignored & (bad == 0)
     loss = np.zeros(n)
     row_w = np.zeros(n)
-    logp = log_softmax(x)
+    logp = _log_softmax_t(x, inv_t)
     for i in np.flatnonzero(ok):
         coef = (eps / c) * w
         coef[y[i]] += (1.0 - eps) * w[y[i]]
@@ -175,17 +176,24 @@ def ce_labels(x, y, weight, ignore_index, eps):
     return loss, row_w, bad
 
 
-def ce_soft(x, t, weight, eps):
+def ce_soft(x, t, weight, eps, inv_t=1.0):
+    """Cross-entropy against probability targets t (label smoothing eps, class weights), of the
+    logits x / T (inv_t = 1 / T)."""
     x = _f64(x)
     c = x.shape[1]
     w = np.ones(c) if weight is None else _f64(weight)
     with np.errstate(invalid="ignore", over="ignore"):  # an inf target: its row is NaN below
         coef = w * (_f64(t) * (1.0 - eps) + (eps / c if c else 0.0))
-    loss = _weighted_nll(log_softmax(x), coef)
+    loss = _weighted_nll(_log_softmax_t(x, inv_t), coef)
     # a NaN or +inf logit makes the row NaN, even where its target is 0
     loss[_row_has_nan(x) | np.isposinf(x).any(axis=1)] = np.nan
     loss[_has_posinf(_f64(t))] = np.nan  # an infinite target probability: not a distribution
     return loss
+
+
+def _log_softmax_t(x, inv_t):
+    """log softmax(x / T), from (x - max) / T (x / T itself may overflow)."""
+    return log_softmax(x) if inv_t == 1.0 else log_softmax(_scaled(x, inv_t))
 
 
 def _scaled(x, inv_t):
