@@ -15,7 +15,7 @@ How the work is split
   fast path; chunk so that a block is 64-256 MB (see ``docs/scaling.md``).
 * **Class chunks** (several chunks along the class axis), logit space: :func:`logsumexp`,
   :func:`softmax_entropy`, :func:`log_softmax`, :func:`softmax`, :func:`score` (without a
-  teacher, at temperature 1; no ``rank``: see :func:`score`) and
+  teacher, at temperature 1; its ``rank`` from the label's logit, gathered first) and
   :func:`softmax_cross_entropy` with integer labels (``weight`` allowed, no
   ``label_smoothing``) reduce each block to a :class:`numbaent.LogitState` and merge the states of
   a row's class blocks in a tree (``SPLIT_EVERY`` at a time, :func:`dask.array.reduction`); exact,
@@ -67,7 +67,7 @@ import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _backend
+from . import _arrays, _backend
 from . import _validate as v
 from . import linear as _linear
 from . import logits as _logits
@@ -499,8 +499,52 @@ def js_divergence(
 
 def _state_block(xb, offb, *rest, ignore_index, backend):
     yb = rest[0] if rest else None
+    xy = rest[1] if len(rest) > 1 else None
     off = int(offb[0]) if offb.size else 0
-    return partial_state(xb, yb, class_offset=off, ignore_index=ignore_index, backend=backend)
+    return partial_state(xb, yb, class_offset=off, ignore_index=ignore_index, label_logits=xy,
+                         backend=backend)  # fmt: skip
+
+
+def _label_logit_block(xb, offb, yb, *, ignore_index):
+    """Each row's logit of its label where this class block holds it, else 0.0 (float64, on the
+    host, a trailing axis of 1): summed over a row's class blocks, of which exactly one holds a
+    valid label, it is x[label] bit for bit (0.0 + v == v)."""
+    off = int(offb[0]) if offb.size else 0
+    c = xb.shape[-1]
+    y = to_numpy(yb).astype(np.int64)
+    own = (y != ignore_index) & (y >= off) & (y < off + c)
+    out = np.zeros(y.shape)
+    hit = np.nonzero(own)
+    if hit[0].size:
+        cols = y[hit] - off
+        if _arrays.is_device(xb):  # indices on the block's device, the values read back
+            import cupy
+
+            hit, cols = tuple(cupy.asarray(h) for h in hit), cupy.asarray(cols)
+        out[np.nonzero(own)] = to_numpy(xb[(*hit, cols)]).astype(np.float64)
+    return out[..., None]
+
+
+def _label_logits(x, labels, ignore_index):
+    """x[label] per row of the class-chunked logits ``x`` (0.0 where the label is ignored or in
+    no block): a gather per block, summed over the class blocks."""
+    k = x.ndim - 1
+    bi = _LETTERS[:k]
+    per_block = da.blockwise(
+        _label_logit_block,
+        bi + "z",
+        x,
+        bi + "z",
+        da.arange(x.shape[-1], chunks=x.chunks[-1]),
+        "z",
+        labels,
+        bi,
+        dtype=np.float64,
+        meta=np.empty((0,) * (k + 1), dtype=np.float64),
+        adjust_chunks={"z": 1},
+        ignore_index=ignore_index,
+    )
+    return per_block.sum(axis=-1, split_every=SPLIT_EVERY)
 
 
 def _flatten(parts):
@@ -520,13 +564,18 @@ def _ident(block, axis=None, keepdims=False, **_):
     return block
 
 
-def _states(x, labels, ignore_index, backend):
-    """Object array (one LogitState per row block) of the class-chunked logits ``x``."""
+def _states(x, labels, ignore_index, backend, rank=False):
+    """Object array (one LogitState per row block) of the class-chunked logits ``x``. ``rank``
+    (with labels): every block also counts its classes above the label, from the label's logit
+    gathered first from the block that holds it (:func:`_label_logits`), so the merged states
+    have ``rank``."""
     k = x.ndim - 1
     bi = _LETTERS[:k]
     args = [x, bi + "z", da.arange(x.shape[-1], chunks=x.chunks[-1]), "z"]
     if labels is not None:
         args += [labels, bi]
+        if rank:
+            args += [_label_logits(x, labels, ignore_index), bi]
     st = da.blockwise(
         _state_block,
         bi + "z",
@@ -893,9 +942,8 @@ class DaskScores(Scores):
     :func:`linear_score`).
 
     :meth:`summary` and :meth:`compute` run ONE Dask computation for all fields (computing the
-    fields one by one would score the logits once per field). Scores of class-chunked logits
-    (merged partial states) have no ``rank`` (None), and their summaries no ``top_k_accuracy``
-    (None); row-chunked logits have every field."""
+    fields one by one would score the logits once per field). Row-chunked and class-chunked
+    logits alike have every field."""
 
     def summary(self, *, top_k=(1, 5), bins: int = 15, **compute_kwargs) -> dict:
         """As :meth:`numbaent.Scores.summary` (means over non-ignored rows, top-k accuracy and
@@ -964,9 +1012,10 @@ def score(
     Each row block is scored in one pass (one task per block); with class chunks, no teacher and
     temperature 1 the blocks' partial states are merged instead; with class chunks and a teacher
     or another temperature the class axis is rechunked to one chunk. ``.summary()`` computes the
-    summary in one Dask pass. Merged partial states give every field but ``rank``, which needs
-    the label's logit in every class block (a second read of the logits): with class chunks,
-    no teacher and temperature 1, ``rank`` is None, and so is the summary's ``top_k_accuracy``.
+    summary in one Dask pass. Merged partial states give every field: ``rank`` counts, in every
+    class block, the classes above the label's logit, which a gather task per block takes from
+    the block that holds it first (so Dask keeps a row band's class blocks in memory until
+    their gathers are summed, instead of one block at a time; the logits are read once).
 
     Examples
     --------
@@ -999,10 +1048,10 @@ def score(
         y = None if y is None else y[None]
         tq = None if tq is None else tq[None, :]
     dtype = _result_dtype(x)
-    # partial states: no temperature (it applies to every field), no rank
+    # partial states: at temperature 1 only (it applies to every field)
     states = _class_chunked(x) and tq is None and t == 1.0
     if states:
-        st = _states(x, y, ignore_index, backend)
+        st = _states(x, y, ignore_index, backend, rank=True)
         obj = _state_field(st, x, _finish_scores, object, base=base, c=x.shape[-1])
     else:
         x, tq = _one_class_chunk(x, tq)
@@ -1022,13 +1071,12 @@ def score(
             kw=dict(temperature=t, ignore_index=ignore_index, base=base, backend=backend),
         )
     return _lazy_scores(obj, x, dtype, base, labels=y is not None, teacher=tq is not None,
-                        rank=not states, one_d=one_d)  # fmt: skip
+                        one_d=one_d)  # fmt: skip
 
 
-def _lazy_scores(obj, x, dtype, base, *, labels, teacher, rank=True, one_d=False) -> DaskScores:
+def _lazy_scores(obj, x, dtype, base, *, labels, teacher, one_d=False) -> DaskScores:
     """The :class:`DaskScores` of ``obj``, an object array of one ``Scores`` per row block (of
-    ``x``'s row blocks): a lazy per-row array for each field the blocks have. ``rank=False``:
-    no rank (merged partial states know it only where the label's logit was passed)."""
+    ``x``'s row blocks): a lazy per-row array for each field the blocks have."""
     k = x.ndim - 1
 
     def field(name, dt):
@@ -1046,7 +1094,7 @@ def _lazy_scores(obj, x, dtype, base, *, labels, teacher, rank=True, one_d=False
         base=base,
         confidence=field("confidence", dtype),
         margin=field("margin", dtype),
-        rank=field("rank", np.int64) if labels and rank else None,
+        rank=field("rank", np.int64) if labels else None,
         brier=field("brier", dtype) if labels else None,
     )
 

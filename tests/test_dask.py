@@ -44,21 +44,16 @@ def close(got, ref, rtol=1e-12):
         np.testing.assert_allclose(got_a, ref, rtol=rtol, atol=rtol, equal_nan=True)
 
 
-#: the evaluator fields of numbaent.score; merged partial states (class chunks) have all but the
-#: rank (it needs the label's logit in every class block), so their summary has no top-k
+#: the evaluator fields of numbaent.score; merged partial states (class chunks) have them all (the
+#: rank from the label's logit, gathered from its block first)
 EVALUATOR_FIELDS = ("confidence", "margin", "rank", "brier")
-NO_STATE_FIELDS = ("rank",)
-NO_STATE_KEYS = ("top_k_accuracy",)
 
 
-def same_summary(got, ref, class_chunked=False):
-    """``got`` equals ``ref`` to 1e-12 relative; of class-chunked scores (partial states) the keys
-    that need the evaluator fields are None instead."""
+def same_summary(got, ref):
+    """``got`` equals ``ref`` to 1e-12 relative (top-k accuracies, counts: exactly)."""
     assert got.keys() == ref.keys()
     for k, v in ref.items():
-        if class_chunked and k in NO_STATE_KEYS:
-            assert got[k] is None, k
-        elif v is None:
+        if v is None:
             assert got[k] is None, k
         elif isinstance(v, dict):  # top_k_accuracy
             assert got[k].keys() == v.keys(), k
@@ -193,15 +188,11 @@ def test_score_and_summary(chunks):
         s = nd.score(dx, dy, teacher_logits=dt, temperature=temperature, base=2)
         ref = numbaent.score(x, y, teacher_logits=teacher, temperature=temperature, base=2)
         assert isinstance(s, nd.DaskScores) and isinstance(s.logsumexp, da.Array)
-        # partial states (class chunks, no teacher, temperature 1) have no rank
-        states = chunks[1] != C and teacher is None and temperature == 1.0
-        got = s.compute()
+        got = s.compute()  # class chunks, no teacher, T = 1: merged partial states
         for name, arr in ref.as_dict().items():
-            if states and name in NO_STATE_FIELDS:
-                assert getattr(s, name) is None and getattr(got, name) is None, name
-            else:
-                close(getattr(got, name), arr)
-        same_summary(s.summary(), ref.summary(), class_chunked=states)
+            close(getattr(got, name), arr)
+        np.testing.assert_array_equal(got.rank, ref.rank)
+        same_summary(s.summary(), ref.summary())
     s = nd.score(dx)  # no labels
     assert s.cross_entropy is None and s.summary()["accuracy"] is None
     close(s.argmax, numbaent.score(x).argmax)
@@ -376,8 +367,7 @@ def test_distributed_local_cluster():
                 numbaent.softmax_cross_entropy(x, y, reduction="mean"), rel=1e-12
             )
             np.testing.assert_allclose(lse, numbaent.logsumexp(x), rtol=1e-12)
-            same_summary(nd.score(dx, dy).summary(), numbaent.score(x, y).summary(),
-                         class_chunked=chunks[1] != 60)  # fmt: skip
+            same_summary(nd.score(dx, dy).summary(), numbaent.score(x, y).summary())
         assert len(client.scheduler_info()["workers"]) == 2
     assert client.status == "closed"
 
@@ -440,21 +430,25 @@ def test_row_chunks_carry_the_evaluator_fields_and_the_summary_options():
     assert s.summary()["ece"] is None and s.summary()["confidence"] is not None
 
 
-def test_class_chunks_give_every_evaluator_field_but_the_rank():
-    """Merged partial states (class chunks, no teacher, temperature 1) give confidence, margin
-    and brier, and so the summary's brier, ece, mce and confidence; rank is None, and so is
-    top_k_accuracy."""
+def test_class_chunks_give_every_evaluator_field():
+    """Merged partial states (class chunks, no teacher, temperature 1) give confidence, margin,
+    brier and rank (ties with the label across blocks included), and so the summary's
+    top_k_accuracy, brier, ece, mce and confidence."""
     rng = np.random.default_rng(12)
     x = logits_with_specials(rng)
     y = labels_for(rng)
-    s = nd.score(da.from_array(x, chunks=(10, 7)), da.from_array(y, chunks=10))
-    ref = numbaent.score(x, y)
-    assert s.rank is None and s.compute().rank is None
-    for name in ("confidence", "margin", "brier"):
-        close(getattr(s, name), getattr(ref, name))
-    got = s.summary(top_k=(1, 3), bins=10)
-    same_summary(got, ref.summary(top_k=(1, 3), bins=10), class_chunked=True)
-    assert got["top_k_accuracy"] is None and got["nan_rows"] > 0  # NaN rows left out
+    x[3, [2, 9, C - 1]] = x[3, y[3]] if y[3] >= 0 else 1.0  # the label tied in other blocks
+    x[4, :] = 0.25  # every class tied
+    for chunks in ((10, 7), (7, 1), (10, C)):
+        s = nd.score(da.from_array(x, chunks=chunks), da.from_array(y, chunks=chunks[0]))
+        ref = numbaent.score(x, y)
+        np.testing.assert_array_equal(s.rank.compute(), ref.rank)
+        np.testing.assert_array_equal(s.compute().correct, ref.correct)
+        for name in ("confidence", "margin", "brier"):
+            close(getattr(s, name), getattr(ref, name))
+        got = s.summary(top_k=(1, 3), bins=10)
+        same_summary(got, ref.summary(top_k=(1, 3), bins=10))
+    assert got["top_k_accuracy"] is not None and got["nan_rows"] > 0  # NaN rows left out
     assert not any(math.isnan(got[k]) for k in ("accuracy", "brier", "ece", "mce", "confidence"))
 
 
