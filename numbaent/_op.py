@@ -86,14 +86,14 @@ class Host:
         """y != value, flat (the row weights of a mean that leaves rows out)."""
         return y != value
 
-    @staticmethod
-    def finish(target, batch, final, out, *, divisor, reduction, nan_policy, nan_inputs,
+    def finish(self, target, batch, final, out, *, divisor, reduction, nan_policy, nan_inputs,
                weights=None):  # fmt: skip
         denom = None
         if weights is not None and reduction == "mean":  # the sum of the rows' label weights
-            denom = float(np.sum(weights, dtype=np.float64))
+            denom = self.k.total(np.asarray(weights).reshape(-1))
         res = v.finish(target, batch, final, divisor=divisor, reduction=reduction,
-                       nan_policy=nan_policy, nan_inputs=nan_inputs, denom=denom)  # fmt: skip
+                       nan_policy=nan_policy, nan_inputs=nan_inputs, denom=denom,
+                       total=self.k.total)  # fmt: skip
         return v.scalar_if_0d(res, out)
 
     # scoring from hidden states (numbaent.linear): scratch, the matrix product, small reads

@@ -73,6 +73,11 @@ def js_divergence(p, q, normalize, out):
     return _pq("js_divergence", p, q, normalize, out)
 
 
+def total(a):
+    """The float64 sum of a 1-D result or weight vector (deterministic: fixed chunks)."""
+    return float(cpu_logits.total(a)) if a.shape[0] else 0.0
+
+
 def _small(x):
     return 0 < x.shape[1] <= SMALL_C
 

@@ -463,3 +463,29 @@ def split_lse(x, out_m, out_s):
             S += ps[i * nch + k] * rescale(mk, m) if mk != m else ps[i * nch + k]
         out_m[i] = m
         out_s[i] = S
+
+
+# --------------------------------------------------------------------------------------------------
+# the float64 total of a result vector (a reduction's sum, a mean's denominator): fixed chunks
+# summed in SIMD lanes (reassociated within a chunk only), the chunk sums added in order, so the
+# total depends on the length alone, never on the thread count. NumPy's sum with a float64 dtype
+# casts through a buffer: 1.5 ms per call at 1048576 rows, 20% of CE at C = 10.
+
+TOTAL_CHUNK = 16384
+
+
+@njit(parallel=True, nogil=True, fastmath={"reassoc", "nsz", "contract"}, cache=True)
+def total(a):
+    n = a.shape[0]
+    nch = (n + TOTAL_CHUNK - 1) // TOTAL_CHUNK
+    part = np.empty(nch, np.float64)
+    for k in prange(nch):
+        v = a[k * TOTAL_CHUNK : min(n, k * TOTAL_CHUNK + TOTAL_CHUNK)]
+        s = 0.0
+        for j in range(v.shape[0]):
+            s += np.float64(v[j])
+        part[k] = s
+    t = 0.0
+    for k in range(nch):
+        t += part[k]
+    return t

@@ -17,6 +17,11 @@ def _f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def total(a):
+    """The float64 sum of a 1-D result or weight vector."""
+    return float(np.sum(a, dtype=np.float64))
+
+
 @_stores
 def entropy(p, normalize, out):
     res, flags = oracle.entropy(_f64(p), normalize)
