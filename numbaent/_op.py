@@ -93,7 +93,7 @@ class Host:
             denom = self.k.total(np.asarray(weights).reshape(-1))
         res = v.finish(target, batch, final, divisor=divisor, reduction=reduction,
                        nan_policy=nan_policy, nan_inputs=nan_inputs, denom=denom,
-                       total=self.k.total)  # fmt: skip
+                       sum_of=self.k.total)  # fmt: skip
         return v.scalar_if_0d(res, out)
 
     # scoring from hidden states (numbaent.linear): scratch, the matrix product, small reads

@@ -297,13 +297,13 @@ def finish(
     nan_policy: str,
     nan_inputs: dict,
     denom: float | None = None,
-    total=None,
+    sum_of,
 ):
     """Common tail of every per-row function: nan_policy, units, reduction, output shape and ``out``.
 
     ``res`` is the (N,) result the kernel filled (a view of ``out`` when ``out`` was usable
-    directly). ``denom`` is the mean's denominator (default: the number of rows); ``total`` the
-    backend's float64 sum of a vector (default: NumPy's)."""
+    directly). ``denom`` is the mean's denominator (default: the number of rows); ``sum_of`` the
+    backend's float64 sum of a vector."""
     if nan_policy == "raise":
         hit = first_nan_row(res, nan_inputs)
         if hit is not None:
@@ -316,7 +316,7 @@ def finish(
                 out_final[...] = shaped
             return out_final
         return shaped
-    total = float(np.sum(res, dtype=np.float64)) if total is None else total(res)
+    total = sum_of(res)
     if reduction == "sum":
         val = total
     else:
