@@ -90,7 +90,7 @@ class Host:
                weights=None):  # fmt: skip
         denom = None
         if weights is not None and reduction == "mean":  # the sum of the rows' label weights
-            denom = self.k.total(np.asarray(weights).reshape(-1))
+            denom = self.k.total(weights)
         res = v.finish(target, batch, final, divisor=divisor, reduction=reduction,
                        nan_policy=nan_policy, nan_inputs=nan_inputs, denom=denom,
                        sum_of=self.k.total)  # fmt: skip
